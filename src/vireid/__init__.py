@@ -1,0 +1,3 @@
+"""vireid: CLIP-based visible-infrared person re-identification."""
+
+__version__ = "0.1.0"

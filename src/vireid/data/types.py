@@ -1,0 +1,81 @@
+"""Core records shared by loaders, protocols, samplers and the evaluator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class Modality(IntEnum):
+    """Modality codes used everywhere (labels, samplers, stems)."""
+
+    VISIBLE = 0
+    INFRARED = 1
+
+    @classmethod
+    def parse(cls, value: str | int | Modality) -> Modality:
+        if isinstance(value, Modality):
+            return value
+        if isinstance(value, int):
+            return cls(value)
+        key = value.strip().lower()
+        aliases = {
+            "visible": cls.VISIBLE, "vis": cls.VISIBLE, "rgb": cls.VISIBLE, "v": cls.VISIBLE,
+            "infrared": cls.INFRARED, "ir": cls.INFRARED, "nir": cls.INFRARED,
+            "thermal": cls.INFRARED, "t": cls.INFRARED,
+        }
+        if key not in aliases:
+            raise ValueError(f"unknown modality {value!r}; expected one of {sorted(aliases)}")
+        return aliases[key]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image, or one tracklet (an ordered tuple of frame paths).
+
+    ``pid`` is the identity as written in the dataset; ``label`` is the
+    contiguous training label (``-1`` for test samples); ``camera`` is the
+    dataset's camera number as used by its protocol (e.g. SYSU cam3 -> 3).
+    """
+
+    path: str | tuple[str, ...]
+    pid: int
+    camera: int
+    modality: Modality
+    label: int = -1
+
+    @property
+    def is_tracklet(self) -> bool:
+        return isinstance(self.path, tuple)
+
+    @property
+    def frames(self) -> tuple[str, ...]:
+        return self.path if isinstance(self.path, tuple) else (self.path,)
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """One query/gallery evaluation: a trial of one direction of one protocol.
+
+    ``protocol`` names the rule set in :mod:`vireid.data.protocols`
+    (keep rule, CMC variant).
+    """
+
+    protocol: str
+    name: str
+    query: tuple[Sample, ...]
+    gallery: tuple[Sample, ...]
+    trial: int = 0
+    direction: str = ""
+
+
+@dataclass
+class ReIDData:
+    """A loaded dataset: training samples plus every evaluation split of its protocol."""
+
+    name: str
+    root: str
+    train: list[Sample]
+    splits: list[EvalSplit]
+    num_classes: int = 0
+    extra: dict = field(default_factory=dict)

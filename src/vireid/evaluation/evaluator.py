@@ -1,0 +1,146 @@
+"""Evaluating features: one query/gallery problem, a feature file, or many trials."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vireid.data.protocols import ProtocolRules
+from vireid.evaluation.metrics import Metrics, compute_metrics
+
+REPORTED_RANKS = (1, 5, 10, 20)
+"""The ranks papers in the field report."""
+
+FEATURE_FILE_KEYS = (
+    "query_features", "query_ids", "query_cams",
+    "gallery_features", "gallery_ids", "gallery_cams",
+)
+
+
+def l2_normalize(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.float(), dim=1)
+
+
+def evaluate_features(
+    query_features,
+    gallery_features,
+    query_ids,
+    gallery_ids,
+    query_cams,
+    gallery_cams,
+    protocol: str | ProtocolRules,
+    normalize: bool = True,
+) -> Metrics:
+    """Ranks the gallery for every query by cosine similarity and scores it.
+
+    Features are L2-normalised first (``normalize=False`` ranks by raw dot
+    product). The query and gallery sets are evaluated as given: the protocol
+    only selects the keep rule and the CMC variant.
+    """
+    qf = torch.as_tensor(query_features)
+    gf = torch.as_tensor(gallery_features)
+    if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
+        raise ValueError(
+            f"features must be (N, D) matrices of one width; got query {tuple(qf.shape)} "
+            f"and gallery {tuple(gf.shape)}"
+        )
+    if normalize:
+        qf, gf = l2_normalize(qf), l2_normalize(gf)
+    else:
+        qf, gf = qf.float(), gf.float()
+    distances = -(qf @ gf.T)
+    return compute_metrics(distances, query_ids, gallery_ids, query_cams, gallery_cams, protocol)
+
+
+def load_feature_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Reads a safetensors file holding the six arrays of :data:`FEATURE_FILE_KEYS`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"feature file not found: {path}")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file: {err}") from None
+    missing = [k for k in FEATURE_FILE_KEYS if k not in tensors]
+    if missing:
+        raise ValueError(
+            f"{path} lacks {', '.join(missing)}; a feature file needs {', '.join(FEATURE_FILE_KEYS)}"
+        )
+    for side in ("query", "gallery"):
+        feats = tensors[f"{side}_features"]
+        if feats.ndim != 2:
+            raise ValueError(f"{path}: {side}_features must be 2-D (N, D), got {tuple(feats.shape)}")
+        if not torch.isfinite(feats.float()).all():
+            raise ValueError(f"{path}: {side}_features contains NaN or infinite values")
+        for key in (f"{side}_ids", f"{side}_cams"):
+            if tensors[key].reshape(-1).shape[0] != feats.shape[0]:
+                raise ValueError(
+                    f"{path}: {key} has {tensors[key].numel()} entries, "
+                    f"{side}_features has {feats.shape[0]} rows"
+                )
+            if tensors[key].is_floating_point():
+                raise ValueError(f"{path}: {key} must hold integers, got {tensors[key].dtype}")
+    return tensors
+
+
+def evaluate_feature_file(path: str | Path, protocol: str) -> Metrics:
+    t = load_feature_file(path)
+    return evaluate_features(
+        t["query_features"], t["gallery_features"], t["query_ids"], t["gallery_ids"],
+        t["query_cams"], t["gallery_cams"], protocol,
+    )
+
+
+_TRIAL = re.compile(r"/?trial\d+$")
+
+
+def summarize(results: Iterable[tuple[str, str, int, Metrics]]) -> dict:
+    """Groups ``(split name, direction, trial, metrics)`` by setting and direction.
+
+    Returns ``{group: {"trials": [row, ...], "mean": row, "std": row}}`` where a
+    row maps ``R1, R5, R10, R20, mAP, mINP`` to fractions. The std is the
+    population standard deviation over trials (0 for a single trial).
+    """
+    groups: dict[str, list[tuple[int, dict]]] = {}
+    for name, direction, trial, metrics in results:
+        setting = _TRIAL.sub("", name)
+        key = f"{setting} {direction}".strip()
+        row = {f"R{k}": metrics.rank(k) for k in REPORTED_RANKS}
+        row.update(mAP=metrics.mAP, mINP=metrics.mINP)
+        groups.setdefault(key, []).append((trial, row))
+    summary = {}
+    for key, rows in groups.items():
+        rows.sort(key=lambda r: r[0])
+        table = np.array([[r[c] for c in rows[0][1]] for _, r in rows])
+        cols = list(rows[0][1])
+        summary[key] = {
+            "trials": [dict(trial=t, **r) for t, r in rows],
+            "mean": dict(zip(cols, table.mean(0).tolist())),
+            "std": dict(zip(cols, table.std(0).tolist())),
+        }
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """A terminal table: one line per trial, then mean ± std, in percent."""
+    cols = ("R1", "R5", "R10", "R20", "mAP", "mINP")
+    lines = []
+    for key, group in summary.items():
+        lines.append(f"== {key}")
+        lines.append(f"{'trial':>8} " + " ".join(f"{c:>13}" for c in cols))
+        if len(group["trials"]) > 1:
+            for row in group["trials"]:
+                lines.append(f"{row['trial']:>8} " + " ".join(f"{100 * row[c]:13.2f}" for c in cols))
+        mean, std = group["mean"], group["std"]
+        lines.append(
+            f"{'mean':>8} "
+            + " ".join(f"{100 * mean[c]:6.2f} ±{100 * std[c]:5.2f}" for c in cols)
+        )
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""A plain per-query loop over the metric definitions, in numpy.
+
+It mirrors the community's reference evaluation code step by step (full
+argsort per query, then keep rule, then CMC / AP / INP), favouring
+readability over speed. The test suite and ``benchmarks/eval_speed.py`` use it
+to check :func:`vireid.evaluation.metrics.compute_metrics`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vireid.data.protocols import get_rules
+
+
+def compute_metrics_loop(distances, query_ids, gallery_ids, query_cams, gallery_cams, protocol):
+    """Returns ``(cmc, mAP, mINP, num_valid)`` exactly as the per-query reference loop does."""
+    rules = get_rules(protocol)
+    dist = np.asarray(distances)
+    q_ids, g_ids = np.asarray(query_ids), np.asarray(gallery_ids)
+    q_cams, g_cams = np.asarray(query_cams), np.asarray(gallery_cams)
+    num_q, num_g = dist.shape
+    max_rank = min(rules.max_rank, num_g)
+    cmc_sum = np.zeros(max_rank)
+    ap_sum = inp_sum = 0.0
+    num_valid = 0
+    for i in range(num_q):
+        order = np.argsort(dist[i])
+        ids, cams = g_ids[order], g_cams[order]
+        if rules.exclusion == "sysu_cam3_cam2":
+            keep = ~((q_cams[i] == 3) & (cams == 2))
+        elif rules.exclusion == "same_pid_same_cam":
+            keep = ~((ids == q_ids[i]) & (cams == q_cams[i]))
+        else:
+            keep = np.ones(num_g, dtype=bool)
+        matches = (ids[keep] == q_ids[i]).astype(np.int64)
+        if not matches.any():
+            continue
+        num_valid += 1
+        if rules.dedup_cmc:
+            kept_ids = ids[keep]
+            _, first_index = np.unique(kept_ids, return_index=True)
+            dedup = kept_ids[np.sort(first_index)]
+            hit = (dedup == q_ids[i]).cumsum()
+        else:
+            hit = matches.cumsum()
+        hit = np.minimum(hit, 1)[:max_rank]
+        cmc_sum[: len(hit)] += hit
+        cmc_sum[len(hit):] += hit[-1] if len(hit) else 0
+        positions = np.flatnonzero(matches)
+        precision = np.arange(1, len(positions) + 1) / (positions + 1)
+        ap_sum += precision.mean()
+        inp_sum += len(positions) / (positions[-1] + 1)
+    if num_valid == 0:
+        raise ValueError("no query has a positive in the gallery under the protocol's keep rule")
+    return cmc_sum / num_valid, ap_sum / num_valid, inp_sum / num_valid, num_valid
