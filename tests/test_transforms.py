@@ -378,3 +378,12 @@ def test_tracklet_dataset_rrs_dense_and_bad_frames(tmp_path):
     assert item["num_bad"] == 1
     # frame 2 replaced by its nearest readable neighbour, frame 1
     assert torch.equal(item["image"][1], t(read_image_tensor(frames[1])))
+
+
+def test_draft_decoding_reduces_large_jpegs_only(tmp_path):
+    array = np.random.default_rng(3).integers(0, 256, (128, 64, 3), dtype=np.uint8)
+    Image.fromarray(array).save(tmp_path / "big.jpg", quality=95)
+    # PIL's JPEG draft picks the smallest 1/2^k scale still >= the request: 1/4 here
+    assert read_image_tensor(tmp_path / "big.jpg", draft_size=(32, 16)).shape == (3, 32, 16)
+    assert read_image_tensor(tmp_path / "big.jpg", draft_size=(100, 50)).shape == (3, 128, 64)
+    assert load_image(tmp_path / "big.jpg", draft_size=(64, 32)).size == (32, 64)

@@ -111,7 +111,7 @@ def summarize(results: Iterable[tuple[str, str, int, Metrics]]) -> dict:
     groups: dict[str, list[tuple[int, dict]]] = {}
     for name, direction, trial, metrics in results:
         setting = _TRIAL.sub("", name)
-        key = f"{setting} {direction}".strip()
+        key = setting if direction in setting else f"{setting} {direction}".strip()
         row = {f"R{k}": metrics.rank(k) for k in REPORTED_RANKS}
         row.update(mAP=metrics.mAP, mINP=metrics.mINP)
         groups.setdefault(key, []).append((trial, row))
