@@ -731,7 +731,8 @@ def test_bupt_on_synthetic(tmp_path):
     pairs = (root / "train.txt").read_text().split("\n")
     assert len(data.train) == 2 * len([line for line in pairs if line.strip()])
     i2v, v2i = data.splits
-    assert len(i2v.query) + len(v2i.query) == made["test_ids"]  # one query tracklet per test id
+    # every test id queries in both modalities
+    assert len(i2v.query) == len(v2i.query) == made["test_ids"]
     assert len(i2v.gallery) == len(v2i.gallery)
     with_aux = load_dataset("bupt", root, use_auxiliary=True)
     assert with_aux.num_classes == made["train_ids"] + made["auxiliary_ids"]
@@ -741,7 +742,7 @@ def test_bupt_on_synthetic(tmp_path):
 # SYSU-MM01: the official toolkit's gallery draw (rand_perm_cam.mat)
 # ---------------------------------------------------------------------------
 
-scipy_io = pytest.importorskip("scipy.io", reason="scipy is needed to write/read MATLAB files")
+import scipy.io as scipy_io  # noqa: E402  (a dev dependency)
 
 
 def test_sysu_official_draw_on_a_hand_made_permutation_file(tmp_path):
@@ -792,7 +793,13 @@ def test_sysu_official_draw_on_a_hand_made_permutation_file(tmp_path):
         load_dataset("sysu", root, gallery_draw="official", toolkit_dir=toolkit)
 
 
-SYSU_TOOLKIT = Path(os.environ.get("VIREID_SYSU_TOOLKIT", "/work/shared/data/sysu-official"))
+# The shared data folder sits beside the project checkout (../shared/data).
+SYSU_TOOLKIT = Path(
+    os.environ.get(
+        "VIREID_SYSU_TOOLKIT",
+        Path(__file__).resolve().parents[2] / "shared" / "data" / "sysu-official",
+    )
+)
 
 
 @pytest.mark.skipif(

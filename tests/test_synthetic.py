@@ -318,7 +318,8 @@ def test_bupt_layout(datasets):
     for pid in seen["train_auxiliary"]:
         assert all(len(data[pid][m]) == 1 for m in ("RGB", "IR"))  # single-camera ids
     query = [line.split(" ") for line in (root / "query.txt").read_text().splitlines()]
-    assert len(query) == len(seen["query"]) and {q[1] for q in query} <= {"RGB", "IR"}
+    # each test id: its query tracklet once per modality
+    assert len(query) == 2 * len(seen["query"]) and {q[1] for q in query} == {"RGB", "IR"}
     ir = [p for p in (root / "DATA").rglob("*.jpg") if "/IR/" in p.as_posix()]
     assert ir and all(_is_gray3(p) for p in ir[:100])
 

@@ -501,8 +501,8 @@ def _write_bupt(
         elif pid in test:
             qi = int(crng.integers(0, len(tracklets)))
             q_cam, q_tid = tracklets[qi]
-            q_mod = "IR" if crng.random() < 0.5 else "RGB"
-            lists["query"].append(f"{pid} {q_mod} {q_cam} {q_tid}")
+            # the query tracklet in both modalities: queries for I2V and for V2I
+            lists["query"] += [f"{pid} RGB {q_cam} {q_tid}", f"{pid} IR {q_cam} {q_tid}"]
             for cam, tid in tracklets:
                 if cam == q_cam:  # the query camera's tracklets stay out of the gallery
                     continue
