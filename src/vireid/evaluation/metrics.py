@@ -29,10 +29,10 @@ from vireid.data.protocols import ProtocolRules, get_rules, keep_pairs
 _CHUNK_ELEMENTS = 1 << 24
 """Query rows are processed in chunks of about this many (query, gallery) pairs."""
 
-_SORT_FRACTION = 8
-"""A row is sorted when more than 1/8 of its gallery is closer than its farthest
+_SORT_FRACTION = 4
+"""A row is sorted when more than 1/4 of its gallery is closer than its farthest
 positive: the candidate path costs several times more per item than a value sort
-(measured with benchmarks/eval_speed.py)."""
+(1/2 to 1/8 measured on the problems of benchmarks/eval_speed.py; 1/4 was best)."""
 
 
 @dataclass
