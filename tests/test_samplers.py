@@ -222,3 +222,24 @@ def test_identity_sampler_blocks_and_determinism():
             assert {labels[i] for i in block} == {ids[p]} and len(set(block)) == 3
     with pytest.raises(ValueError, match="num_identities=8 exceeds the 7"):
         IdentitySampler(labels, 8, 2)
+
+
+def test_shuffled_batch_sampler_covers_all_items_and_resumes():
+    from vireid.data.samplers import ShuffledBatchSampler
+
+    sampler = ShuffledBatchSampler(10, 4, seed=3)
+    sampler.set_epoch(1)
+    batches = list(sampler)
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(i for b in batches for i in b) == list(range(10))
+    sampler.set_epoch(2)
+    assert list(sampler) != batches
+    # resume after one batch of epoch 1
+    state = {**sampler.state_dict(), "epoch": 1, "position": 1}
+    resumed = ShuffledBatchSampler(10, 4, seed=3)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)
+    assert list(resumed) == batches[1:]
+    # two ranks: disjoint shares of the same global order
+    shares = [list(ShuffledBatchSampler(10, 4, seed=3, rank=r, world_size=2)) for r in (0, 1)]
+    assert shares[0][0] != shares[1][0]

@@ -4,6 +4,10 @@
     vireid data check sysu --root DIR [-o mode=indoor]
     vireid evaluate --features FILE --protocol sysu [--json]
     vireid config -c CONFIG [key=value ...]
+    vireid train -c CONFIG [key=value ...]          (multi-GPU: torchrun --nproc_per_node N -m vireid train ...)
+    vireid eval -c CONFIG --ckpt PATH [key=value ...]
+    vireid demo [--workdir runs/demo]
+    vireid weights fetch ViT-B-16 --to DIR
 """
 
 from __future__ import annotations
@@ -75,6 +79,49 @@ def _cmd_config(args) -> int:
     return 0
 
 
+def _print_summary(summary: dict, as_json: bool) -> None:
+    from vireid.evaluation.evaluator import format_summary
+
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        print(format_summary(summary))
+
+
+def _cmd_train(args) -> int:
+    from vireid.config import load_config
+    from vireid.engine.distributed import is_main_process
+    from vireid.runner import train
+
+    result = train(load_config(args.config, args.overrides))
+    if is_main_process() and result.get("eval"):
+        _print_summary({k: v for k, v in result["eval"].items() if k != "splits"}, args.json)
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from vireid.runner import evaluate_checkpoint
+
+    summary = evaluate_checkpoint(args.ckpt, args.config, args.overrides)
+    _print_summary(summary if args.json else {k: v for k, v in summary.items() if k != "splits"},
+                   args.json)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from vireid.runner import demo
+
+    demo(args.workdir, seed=args.seed, overrides=args.overrides)
+    return 0
+
+
+def _cmd_weights_fetch(args) -> int:
+    from vireid.models.weights import fetch_weights
+
+    print(fetch_weights(args.name, args.to))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from vireid.data.protocols import PROTOCOLS
     from vireid.data.synthetic import LAYOUTS
@@ -121,6 +168,35 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true",
                     help="print one JSON object: cmc (ranks 1..20), mAP, mINP as fractions")
     ev.set_defaults(func=_cmd_evaluate)
+
+    tr = sub.add_parser("train", help="train a method (multi-GPU: torchrun ... -m vireid train)")
+    tr.add_argument("-c", "--config", required=True, help="YAML config file")
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=/data/SYSU-MM01")
+    tr.add_argument("--json", action="store_true", help="print the final evaluation as JSON")
+    tr.set_defaults(func=_cmd_train)
+
+    evc = sub.add_parser("eval", help="evaluate a checkpoint under its dataset's protocol")
+    evc.add_argument("--ckpt", required=True, help="checkpoint written by vireid train")
+    evc.add_argument("-c", "--config", default=None,
+                     help="YAML config (default: the config stored in the checkpoint)")
+    evc.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=/elsewhere")
+    evc.add_argument("--json", action="store_true", help="print per-split results as JSON")
+    evc.set_defaults(func=_cmd_eval)
+
+    dm = sub.add_parser("demo", help="synthetic people -> train a tiny CLIP-ReID on CPU -> evaluate")
+    dm.add_argument("--workdir", default="runs/demo", help="where the dataset and the run go")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    dm.set_defaults(func=_cmd_demo)
+
+    wt = sub.add_parser("weights", help="pretrained CLIP weights")
+    wt_sub = wt.add_subparsers(dest="weights_command", required=True, metavar="ACTION")
+    fetch = wt_sub.add_parser(
+        "fetch", help="download (needs a network) and convert to safetensors with a sha256"
+    )
+    fetch.add_argument("name", help="e.g. ViT-B-16 or RN50 (OpenAI weights)")
+    fetch.add_argument("--to", required=True, help="destination folder")
+    fetch.set_defaults(func=_cmd_weights_fetch)
 
     cfg = sub.add_parser("config", help="print a resolved configuration as YAML")
     cfg.add_argument("-c", "--config", required=True, help="YAML config file")

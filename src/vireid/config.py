@@ -544,6 +544,12 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(
         1, ge=0, description="Checkpoint every N epochs (0 = only at the end of each stage)."
     )
+    checkpoint_every_steps: int | None = Field(
+        None, ge=1, description="Also checkpoint every N steps (mid-epoch); null = off."
+    )
+    keep_epoch_checkpoints: bool = Field(
+        False, description="Keep a copy of every periodic checkpoint (not only last.pt)."
+    )
     resume: str | None = Field(None, description="Checkpoint to resume from; null = fresh run.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
     deterministic: bool = Field(False, description="Request deterministic kernels (slower).")

@@ -395,3 +395,39 @@ class IdentitySampler(_IdentityBatchSampler):
     def _batch_from_identities(self, rng: np.random.Generator, ids: np.ndarray) -> list[int]:
         K = self.num_instances
         return np.concatenate([self._draw(rng, self._pos[int(i)], K) for i in ids]).tolist()
+
+
+class ShuffledBatchSampler(_IdentityBatchSampler):
+    """Shuffled batches of ``range(num_items)`` (e.g. rows of cached features), with the
+    same epoch, DDP-sharding and resume behaviour as the identity samplers.
+
+    The last batch of an epoch may be smaller; ``drop_last`` only concerns the
+    batches left over when sharding across ranks.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        if num_items < 1:
+            raise ValueError(f"num_items must be >= 1, got {num_items}")
+        super().__init__(1, batch_size, seed, rank, world_size, drop_last, "random", False)
+        self.num_items = int(num_items)
+        self.batch_size = int(batch_size)
+        self.num_global_batches = math.ceil(self.num_items / self.batch_size)
+        if len(self) < 1:
+            raise ValueError(
+                f"{self.num_global_batches} batches give none to each of "
+                f"world_size={self.world_size} ranks with drop_last=True"
+            )
+        self._fingerprint = zlib.crc32(f"{self.num_items}/{self.batch_size}".encode())
+
+    def global_batches(self, epoch: int | None = None) -> list[list[int]]:
+        epoch = self.epoch if epoch is None else int(epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+        return [order[i : i + self.batch_size].tolist() for i in range(0, self.num_items, self.batch_size)]

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from vireid.data.protocols import ProtocolRules
+from vireid.data.types import EvalSplit, ReIDData, Sample
 from vireid.evaluation.metrics import Metrics, compute_metrics
 
 REPORTED_RANKS = (1, 5, 10, 20)
@@ -133,6 +135,8 @@ def format_summary(summary: dict) -> str:
     cols = ("R1", "R5", "R10", "R20", "mAP", "mINP")
     lines = []
     for key, group in summary.items():
+        if key == "splits":
+            continue
         lines.append(f"== {key}")
         lines.append(f"{'trial':>8} " + " ".join(f"{c:>13}" for c in cols))
         if len(group["trials"]) > 1:
@@ -144,3 +148,83 @@ def format_summary(summary: dict) -> str:
             + " ".join(f"{100 * mean[c]:6.2f} ±{100 * std[c]:5.2f}" for c in cols)
         )
     return "\n".join(lines)
+
+
+def to_device(obj: Any, device: torch.device | str) -> Any:
+    """Moves the tensors of a (nested) batch to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def extract_features(method, samples: Sequence[Sample], batch_size: int = 64) -> torch.Tensor:
+    """Inference features (N, F) of ``samples`` in order, on the CPU, in float32.
+
+    ``method`` is a :class:`vireid.methods.base.Method`; it is put in eval mode
+    and run on the device of its parameters.
+    """
+    device = next(method.parameters()).device
+    method.eval()
+    chunks = []
+    with torch.inference_mode():
+        for batch in method.test_loader(samples, batch_size):
+            chunks.append(method.extract(to_device(batch, device)).float().cpu())
+    features = torch.cat(chunks)
+    if features.shape[0] != len(samples):
+        raise RuntimeError(
+            f"{type(method).__name__}.extract returned {features.shape[0]} features "
+            f"for {len(samples)} samples"
+        )
+    return features
+
+
+def evaluate_method(
+    method,
+    data: ReIDData,
+    batch_size: int = 64,
+    splits: Sequence[str] | None = None,
+) -> dict:
+    """Scores ``method`` on every evaluation split of ``data`` (or those named in ``splits``).
+
+    Each distinct test sample is embedded once, however many trials and
+    directions use it. Returns :func:`summarize`'s table plus ``"splits"``:
+    one row per split with its full CMC.
+    """
+    chosen = _select_splits(data.splits, splits)
+    index: dict[Sample, int] = {}
+    for split in chosen:
+        for sample in (*split.query, *split.gallery):
+            index.setdefault(sample, len(index))
+    features = extract_features(method, list(index), batch_size)
+    results = []
+    for split in chosen:
+        q = [index[s] for s in split.query]
+        g = [index[s] for s in split.gallery]
+        metrics = evaluate_features(
+            features[q], features[g],
+            [s.pid for s in split.query], [s.pid for s in split.gallery],
+            [s.camera for s in split.query], [s.camera for s in split.gallery],
+            split.protocol,
+        )
+        results.append((split.name, split.direction, split.trial, metrics))
+    summary = summarize(results)
+    summary["splits"] = [
+        {"name": n, "direction": d, "trial": t, **m.as_dict()} for n, d, t, m in results
+    ]
+    return summary
+
+
+def _select_splits(available: Sequence[EvalSplit], names: Sequence[str] | None) -> list[EvalSplit]:
+    if not names:
+        return list(available)
+    chosen = [s for s in available if any(s.name == n or s.name.startswith(f"{n}/") for n in names)]
+    if not chosen:
+        raise ValueError(
+            f"no evaluation split matches {list(names)}; available: "
+            f"{sorted({_TRIAL.sub('', s.name) for s in available})}"
+        )
+    return chosen

@@ -1,0 +1,292 @@
+"""CLIP-ReID baseline (Li, Sun, Li, AAAI 2023) for images and video tracklets.
+
+Two stages (methods.md, section 0):
+
+1. ``prompt``: image and text encoders frozen. Each identity owns ``n_ctx``
+   learnable token embeddings in the template "A photo of a X X X X person.".
+   Image features are computed once, without augmentation, and cached; the loss
+   is the image->text plus text->image supervised contrastive loss over the
+   batch (positives = same identity, raw dot products, temperature 1).
+2. ``image``: the text features of all identities are computed once and frozen;
+   the image encoder and the heads train with
+   ``0.25 * ID-CE(label smoothing 0.1) on both BN-neck features``
+   ``+ batch-hard triplet (margin 0.3) on both features``
+   ``+ CE(projected feature . text features^T)`` (image->text).
+
+Video: frames go through the image encoder independently and are averaged
+over time. Inference feature: ``[BN(f) ; BN(f_proj)]`` (``neck_feat: after``),
+or the same before the BN necks (``before``, CLIP-ReID's test default).
+
+Deviations and assumptions:
+
+- Cross-modal batches: P identities x K visible + the same P identities x K
+  infrared per batch (CLIP-ReID samples one modality-free pool); prompts are
+  shared by both modalities.
+- The triplet loss uses the final-layer class feature and the projected feature;
+  CLIP-ReID's ViT code also adds one on the 11th layer's class token (not done).
+- Image features for the prompt stage are cached on the device (N x d floats).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vireid.config import Config, MethodConfig, register_method_schema
+from vireid.data.loaders import ImageDataset, TrackletDataset, collate_samples, seed_worker
+from vireid.data.samplers import CrossModalIdentitySampler, ShuffledBatchSampler
+from vireid.data.transforms import build_transforms
+from vireid.data.types import ReIDData, Sample
+from vireid.losses import batch_hard_triplet_loss, supcon_loss
+from vireid.methods.base import Method, ParamGroup, Stage
+from vireid.models.clip import build_clip
+from vireid.models.heads import BNNeck, Classifier
+from vireid.models.prompts import PromptLearner
+
+
+class ClipReIDConfig(MethodConfig):
+    """Options of the CLIP-ReID baseline (defaults: the paper's recipe)."""
+
+    name: Literal["clipreid"] = "clipreid"
+    template: str = Field("A photo of a X X X X person.", description="Prompt; each X is learned.")
+    id_loss_weight: float = Field(0.25, ge=0, description="Weight of each ID cross-entropy.")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="ID cross-entropy smoothing.")
+    triplet_weight: float = Field(1.0, ge=0, description="Weight of the triplet terms.")
+    triplet_margin: float | None = Field(0.3, description="Triplet margin; null = soft margin.")
+    i2t_weight: float = Field(1.0, ge=0, description="Weight of the image->text cross-entropy.")
+    neck_feat: Literal["after", "before"] = Field(
+        "after", description="Inference feature after or before the BN necks."
+    )
+
+
+register_method_schema("clipreid", ClipReIDConfig)
+
+
+class ClipReID(Method):
+    """CLIP-ReID on a CLIP image encoder (ViT or ResNet), images or tracklets."""
+
+    name = "clipreid"
+
+    def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
+        self.options: ClipReIDConfig = cfg.method  # type: ignore[assignment]
+        self.is_video = any(s.is_tracklet for s in data.train[:1])
+        cameras = sorted({s.camera for s in data.train} | {
+            s.camera for split in data.splits for s in (*split.query, *split.gallery)
+        })
+        self.camera_index = {c: i for i, c in enumerate(cameras)}
+        m = cfg.model
+        self.clip = build_clip(
+            m.backbone, tuple(cfg.data.image_size), weights=m.weights, pretrained=m.pretrained,
+            last_stride=m.last_stride, num_cameras=len(cameras) if m.camera_embedding else 0,
+            camera_scale=m.camera_embedding_scale, frozen=m.frozen,
+        )
+        # Parts frozen by model.frozen never train, whatever the stage.
+        self._frozen = {id(p) for p in self.clip.parameters() if not p.requires_grad}
+        visual = self.clip.visual
+        num_classes = data.num_classes
+        self.prompts = PromptLearner(self.clip, num_classes, template=self.options.template)
+        self.neck = BNNeck(visual.width)
+        self.neck_proj = BNNeck(visual.embed_dim)
+        self.classifier = Classifier(visual.width, num_classes)
+        self.classifier_proj = Classifier(visual.embed_dim, num_classes)
+        self.register_buffer("text_features", torch.zeros(num_classes, visual.embed_dim))
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ------------------------------------------------------------------ encoding
+    def _cameras(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        if self.clip.visual.num_cameras == 0:
+            return None
+        table = torch.tensor(
+            [self.camera_index.get(int(c), 0) for c in batch["camera"].tolist()],
+            device=batch["image"].device,
+        )
+        return table
+
+    def encode(self, images: torch.Tensor, cameras: torch.Tensor | None = None):
+        """(class feature (B, D), projected feature (B, d)); clips are averaged over time."""
+        if images.ndim == 5:  # (B, T, C, H, W)
+            b, t = images.shape[:2]
+            if cameras is not None:
+                cameras = cameras.repeat_interleave(t)
+            out = self.clip.visual(images.flatten(0, 1), cameras)
+            return out.cls.view(b, t, -1).mean(1), out.proj.view(b, t, -1).mean(1)
+        out = self.clip.visual(images, cameras)
+        return out.cls, out.proj
+
+    def _text_features(self, labels: torch.Tensor) -> torch.Tensor:
+        embeddings, eot = self.prompts(labels)
+        return self.clip.text.encode_embeddings(embeddings, eot)
+
+    # ------------------------------------------------------------------ data
+    def _train_transform(self):
+        return build_transforms(True, tuple(self.cfg.data.image_size), recipe="clipreid")
+
+    def _test_transform(self):
+        return build_transforms(False, tuple(self.cfg.data.image_size), recipe="clipreid")
+
+    def _dataset(self, samples: Sequence[Sample], train: bool):
+        d = self.cfg.data
+        transform = self._train_transform() if train else self._test_transform()
+        if self.is_video:
+            frames = d.video.num_frames if train else d.video.frames_at_test
+            sampling = d.video.train_sampling if train else d.video.test_sampling
+            return TrackletDataset(samples, transform, seq_len=frames, frame_sampler=sampling,
+                                   seed=self.cfg.seed if train else None,
+                                   skip_bad=d.skip_bad_images)
+        return ImageDataset(samples, transform, seed=self.cfg.seed if train else None,
+                            skip_bad=d.skip_bad_images)
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        d = self.cfg.data
+        return DataLoader(
+            dataset, collate_fn=collate_samples, num_workers=d.workers,
+            worker_init_fn=seed_worker, persistent_workers=False,
+            pin_memory=d.pin_memory and torch.cuda.is_available(), **kwargs,
+        )
+
+    def test_loader(self, samples: Sequence[Sample], batch_size: int) -> Iterable[dict[str, Any]]:
+        return self._loader(self._dataset(samples, train=False), batch_size=batch_size)
+
+    def compile_modules(self) -> list[nn.Module]:
+        return [self.clip.visual]
+
+    # ------------------------------------------------------------------ inference
+    def extract(self, batch: dict[str, Any]) -> torch.Tensor:
+        images = batch["image"]
+        cameras = self._cameras(batch)
+        if "clip_owner" in batch:  # dense clips: (n_clips, T, C, H, W), averaged per tracklet
+            owner = batch["clip_owner"]
+            if cameras is not None:
+                cameras = cameras[owner]
+            feats = self._inference_feature(images, cameras)
+            out = torch.zeros(len(batch["label"]), feats.shape[1], device=feats.device)
+            out.index_add_(0, owner, feats.float())
+            return out / torch.bincount(owner, minlength=len(out)).clamp_min(1)[:, None]
+        return self._inference_feature(images, cameras)
+
+    def _inference_feature(self, images, cameras):
+        feats = self._features_once(images, cameras)
+        if self.cfg.eval.flip_test:
+            flipped = self._features_once(images.flip(-1), cameras)
+            if self.cfg.eval.flip_fusion == "concat":
+                return torch.cat([feats, flipped], dim=1)
+            return (feats + flipped) / 2
+        return feats
+
+    def _features_once(self, images, cameras):
+        cls, proj = self.encode(images, cameras)
+        if self.options.neck_feat == "after":
+            cls, proj = self.neck(cls), self.neck_proj(proj)
+        return torch.cat([cls, proj], dim=1)
+
+    # ------------------------------------------------------------------ stages
+    def stages(self) -> list[Stage]:
+        return [self._prompt_stage(), self._image_stage()]
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _prompt_stage(self) -> Stage:
+        stage_cfg = self.cfg.train.stages.get("prompt")
+        batch_size = (stage_cfg.batch_size if stage_cfg and stage_cfg.batch_size else 64)
+        sampler = ShuffledBatchSampler(
+            len(self.data.train), batch_size, seed=self.cfg.seed,
+            rank=self.rank, world_size=self.world_size,
+        )
+
+        def setup():
+            """Image features of every training sample, once, without augmentation."""
+            self.eval()
+            device = self._device()
+            feats = []
+            with torch.no_grad():
+                for batch in self.test_loader(self.data.train, self.cfg.eval.batch_size):
+                    images = batch["image"].to(device)
+                    cameras = self._cameras({**batch, "image": images})
+                    feats.append(self.encode(images, cameras)[1].float())
+            labels = torch.tensor([s.label for s in self.data.train], device=device)
+            self._cache = (torch.cat(feats), labels)
+
+        def step(indices: list[int]) -> dict[str, torch.Tensor]:
+            feats, labels = self._cache
+            idx = torch.as_tensor(indices, device=feats.device)
+            image, label = feats[idx], labels[idx]
+            text = self._text_features(label)
+            i2t = supcon_loss(image, text, label, label)
+            t2i = supcon_loss(text, image, label, label)
+            return {"loss": i2t + t2i, "i2t": i2t.detach(), "t2i": t2i.detach()}
+
+        return Stage(
+            name="prompt",
+            param_groups=lambda: [ParamGroup("prompts", list(self.prompts.parameters()))],
+            loader=sampler,
+            sampler=sampler,
+            step=step,
+            setup=setup,
+            train_modules=lambda: [self.prompts],
+        )
+
+    def _image_stage(self) -> Stage:
+        d = self.cfg.data
+        stage_cfg = self.cfg.train.stages.get("image")
+        P = (stage_cfg.identities_per_batch if stage_cfg and stage_cfg.identities_per_batch
+             else d.identities_per_batch)
+        K = (stage_cfg.instances_per_identity if stage_cfg and stage_cfg.instances_per_identity
+             else d.instances_per_identity)
+        sampler = CrossModalIdentitySampler.from_samples(
+            self.data.train, P, K, seed=self.cfg.seed, rank=self.rank, world_size=self.world_size,
+        )
+        dataset = self._dataset(self.data.train, train=True)
+        loader = self._loader(dataset, batch_sampler=sampler)
+        heads = [self.neck, self.neck_proj, self.classifier, self.classifier_proj]
+        o = self.options
+
+        def setup():
+            """Text features of every identity, once; frozen for the stage."""
+            self.eval()
+            labels = torch.arange(self.data.num_classes, device=self._device())
+            with torch.no_grad():
+                chunks = [self._text_features(chunk) for chunk in labels.split(256)]
+            self.text_features.copy_(torch.cat(chunks).float())
+
+        def on_epoch_start(epoch: int) -> None:
+            dataset.set_epoch(epoch)
+
+        def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+            labels = batch["label"]
+            cls, proj = self.encode(batch["image"], self._cameras(batch))
+            id_loss = (
+                F.cross_entropy(self.classifier(self.neck(cls)), labels,
+                                label_smoothing=o.label_smoothing)
+                + F.cross_entropy(self.classifier_proj(self.neck_proj(proj)), labels,
+                                  label_smoothing=o.label_smoothing)
+            )
+            triplet = (batch_hard_triplet_loss(cls, labels, o.triplet_margin)
+                       + batch_hard_triplet_loss(proj, labels, o.triplet_margin))
+            i2t = F.cross_entropy(proj.float() @ self.text_features.T, labels)
+            loss = o.id_loss_weight * id_loss + o.triplet_weight * triplet + o.i2t_weight * i2t
+            return {"loss": loss, "id": id_loss.detach(), "triplet": triplet.detach(),
+                    "i2t": i2t.detach()}
+
+        return Stage(
+            name="image",
+            param_groups=lambda: [
+                ParamGroup("visual", [p for p in self.clip.visual.parameters()
+                                      if id(p) not in self._frozen]),
+                ParamGroup("heads", [p for h in heads for p in h.parameters()]),
+            ],
+            loader=loader,
+            sampler=sampler,
+            step=step,
+            setup=setup,
+            on_epoch_start=on_epoch_start,
+            train_modules=lambda: [self.clip.visual, *heads],
+        )
