@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint bench clean
+.PHONY: test lint demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,13 @@ lint: $(VENV)/.installed
 test: lint
 	$(BIN)/python -m pytest
 
+demo: $(VENV)/.installed
+	$(BIN)/vireid demo --workdir runs/demo
+
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/eval_speed.py
 	$(BIN)/python benchmarks/data_speed.py
+	$(BIN)/python benchmarks/train_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

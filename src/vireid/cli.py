@@ -93,9 +93,9 @@ def _cmd_train(args) -> int:
     from vireid.engine.distributed import is_main_process
     from vireid.runner import train
 
-    result = train(load_config(args.config, args.overrides))
-    if is_main_process() and result.get("eval"):
-        _print_summary({k: v for k, v in result["eval"].items() if k != "splits"}, args.json)
+    summary = train(load_config(args.config, args.overrides))
+    if is_main_process() and summary:
+        _print_summary({k: v for k, v in summary.items() if k != "splits"}, args.json)
     return 0
 
 

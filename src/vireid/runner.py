@@ -110,8 +110,7 @@ def demo(workdir: str | Path = "runs/demo", seed: int = 0, overrides: Sequence[s
     generated = time.perf_counter() - start
     cfg = load_config(DEMO_CONFIG, [f"data.root={root}", f"output_dir={workdir}", f"seed={seed}",
                                     *overrides])
-    result = train(cfg)
-    summary = result.get("eval") or result
+    summary = train(cfg)
     chance = chance_rank1(load_data(cfg))
     total = time.perf_counter() - start
     print(format_summary({k: v for k, v in summary.items() if k != "splits"}))

@@ -561,3 +561,30 @@ def build_transforms(
     elif channel is not None:
         raise ValueError(f"unknown channel option {channel!r}; expected None, 'exchange' or 'adaptive_gray'")
     return Compose(steps, per_frame=settings["per_frame"])
+
+
+def train_transforms_from_config(augment: Any, size: tuple[int, int], recipe: str = "clipreid"):
+    """Per-modality training transforms for :class:`~vireid.data.loaders.ImageDataset` /
+    ``TrackletDataset`` from a config's ``data.augment`` section.
+
+    ``pad``, ``flip_prob``, ``random_erasing_prob``, ``mean``/``std`` set the shared
+    steps; ``channel_erasing`` switches to CAJ's per-channel erasing values;
+    ``adaptive_gray_prob`` > 0 adds CAJ's adaptive gray to infrared images;
+    ``channel_exchange`` adds a second visible view with one random channel (CAJ
+    ``ChannelExchange``), appended to the batch by the collate function.
+    """
+    common: dict[str, Any] = dict(
+        padding=augment.pad, flip_p=augment.flip_prob, erase_p=augment.random_erasing_prob,
+        normalization=(tuple(augment.mean), tuple(augment.std)),
+    )
+    if augment.channel_erasing:
+        common["erasing"] = "caj"
+    visible = build_transforms(True, size, Modality.VISIBLE, recipe, **common)
+    infrared_options = dict(common)
+    if augment.adaptive_gray_prob > 0:
+        infrared_options.update(channel="adaptive_gray", adaptive_gray_p=augment.adaptive_gray_prob)
+    infrared = build_transforms(True, size, Modality.INFRARED, recipe, **infrared_options)
+    if augment.channel_exchange:
+        exchanged = build_transforms(True, size, Modality.VISIBLE, recipe, channel="exchange", **common)
+        return {Modality.VISIBLE: [visible, exchanged], Modality.INFRARED: infrared}
+    return {Modality.VISIBLE: visible, Modality.INFRARED: infrared}

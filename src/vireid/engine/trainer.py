@@ -719,6 +719,13 @@ class Trainer:
         record = {**self._position(), "epoch": epoch, **self._epoch_means,
                   "lr": self.scheduler.lrs()}
         self._log("epoch", record, step=self.global_step)
+        if self.cfg.train.log.progress and self.dist.is_main:
+            terms = "  ".join(
+                f"{k} {v:.4g}" for k, v in self._epoch_means.items() if isinstance(v, float)
+            )
+            lr = max(self.scheduler.lrs().values())
+            print(f"[{self.stage.name}] epoch {epoch + 1}/{self.stage_cfg.epochs}  {terms}  "
+                  f"lr {lr:.3g}", file=sys.stderr, flush=True)
         for hook in self.hooks:
             hook.after_epoch(self, record)
         last_epoch = epoch + 1 == self.stage_cfg.epochs

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 from vireid.config import Config, MethodConfig, register_method_schema
 from vireid.data.loaders import ImageDataset, TrackletDataset, collate_samples, seed_worker
 from vireid.data.samplers import CrossModalIdentitySampler, ShuffledBatchSampler
-from vireid.data.transforms import build_transforms
+from vireid.data.transforms import build_transforms, train_transforms_from_config
 from vireid.data.types import ReIDData, Sample
 from vireid.losses import batch_hard_triplet_loss, supcon_loss
 from vireid.methods.base import Method, ParamGroup, Stage
@@ -127,10 +127,14 @@ class ClipReID(Method):
 
     # ------------------------------------------------------------------ data
     def _train_transform(self):
-        return build_transforms(True, tuple(self.cfg.data.image_size), recipe="clipreid")
+        recipe = "video" if self.is_video else "clipreid"
+        return train_transforms_from_config(self.cfg.data.augment, tuple(self.cfg.data.image_size),
+                                            recipe)
 
     def _test_transform(self):
-        return build_transforms(False, tuple(self.cfg.data.image_size), recipe="clipreid")
+        a = self.cfg.data.augment
+        return build_transforms(False, tuple(self.cfg.data.image_size), recipe="clipreid",
+                                normalization=(tuple(a.mean), tuple(a.std)))
 
     def _dataset(self, samples: Sequence[Sample], train: bool):
         d = self.cfg.data
@@ -237,13 +241,19 @@ class ClipReID(Method):
     def _image_stage(self) -> Stage:
         d = self.cfg.data
         stage_cfg = self.cfg.train.stages.get("image")
-        P = (stage_cfg.identities_per_batch if stage_cfg and stage_cfg.identities_per_batch
-             else d.identities_per_batch)
+        per_stage = stage_cfg is not None and stage_cfg.identities_per_batch is not None
+        P = stage_cfg.identities_per_batch if per_stage else d.identities_per_batch
         K = (stage_cfg.instances_per_identity if stage_cfg and stage_cfg.instances_per_identity
              else d.instances_per_identity)
-        sampler = CrossModalIdentitySampler.from_samples(
-            self.data.train, P, K, seed=self.cfg.seed, rank=self.rank, world_size=self.world_size,
-        )
+        try:
+            sampler = CrossModalIdentitySampler.from_samples(
+                self.data.train, P, K, seed=self.cfg.seed, rank=self.rank,
+                world_size=self.world_size,
+            )
+        except ValueError as err:
+            key = ("train.stages.image.identities_per_batch" if per_stage
+                   else "data.identities_per_batch")
+            raise self.cfg.error(key, f"impossible batch composition: {err}") from None
         dataset = self._dataset(self.data.train, train=True)
         loader = self._loader(dataset, batch_sampler=sampler)
         heads = [self.neck, self.neck_proj, self.classifier, self.classifier_proj]
