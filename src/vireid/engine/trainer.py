@@ -76,6 +76,7 @@ from vireid.engine.logger import RunLogger
 from vireid.engine.optim import build_optimizer, trainable_parameters
 from vireid.engine.schedulers import StageScheduler
 from vireid.methods.base import Method, Stage
+from vireid.utils import move_to_device
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -157,21 +158,6 @@ def resolve_device(spec: str | torch.device, info: DistInfo | None = None) -> to
     if spec == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise ValueError("train.device: 'mps' requested but MPS is not available")
     return torch.device(spec)
-
-
-def move_to_device(obj: Any, device: torch.device) -> Any:
-    """``obj`` with every tensor (inside dicts, lists and tuples) on ``device``;
-    pinned tensors are copied to CUDA without blocking."""
-    if isinstance(obj, torch.Tensor):
-        non_blocking = device.type == "cuda" and obj.device.type == "cpu" and obj.is_pinned()
-        return obj.to(device, non_blocking=non_blocking)
-    if isinstance(obj, Mapping):
-        return {key: move_to_device(value, device) for key, value in obj.items()}
-    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
-        return type(obj)(*(move_to_device(value, device) for value in obj))
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(move_to_device(value, device) for value in obj)
-    return obj
 
 
 def seed_everything(seed: int) -> None:

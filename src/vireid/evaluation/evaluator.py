@@ -13,6 +13,7 @@ import torch
 from vireid.data.protocols import ProtocolRules
 from vireid.data.types import EvalSplit, ReIDData, Sample
 from vireid.evaluation.metrics import Metrics, compute_metrics
+from vireid.utils import move_to_device
 
 REPORTED_RANKS = (1, 5, 10, 20)
 """The ranks papers in the field report."""
@@ -36,12 +37,16 @@ def evaluate_features(
     gallery_cams,
     protocol: str | ProtocolRules,
     normalize: bool = True,
+    rerank: Any = None,
 ) -> Metrics:
     """Ranks the gallery for every query by cosine similarity and scores it.
 
     Features are L2-normalised first (``normalize=False`` ranks by raw dot
     product). The query and gallery sets are evaluated as given: the protocol
-    only selects the keep rule and the CMC variant.
+    only selects the keep rule and the CMC variant. ``rerank``: None/False ranks
+    by the plain distance; True, a mapping or an object with ``k1``, ``k2``,
+    ``lambda_value`` (``cfg.eval.rerank``) applies k-reciprocal re-ranking
+    (:mod:`vireid.evaluation.rerank`).
     """
     qf = torch.as_tensor(query_features)
     gf = torch.as_tensor(gallery_features)
@@ -54,7 +59,12 @@ def evaluate_features(
         qf, gf = l2_normalize(qf), l2_normalize(gf)
     else:
         qf, gf = qf.float(), gf.float()
-    distances = -(qf @ gf.T)
+    if rerank is not None and rerank is not False:
+        from vireid.evaluation.rerank import rerank_distances
+
+        distances = rerank_distances(qf, gf, rerank)
+    else:
+        distances = -(qf @ gf.T)
     return compute_metrics(distances, query_ids, gallery_ids, query_cams, gallery_cams, protocol)
 
 
@@ -150,17 +160,6 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def to_device(obj: Any, device: torch.device | str) -> Any:
-    """Moves the tensors of a (nested) batch to ``device``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
-        return {k: to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(to_device(v, device) for v in obj)
-    return obj
-
-
 def extract_features(method, samples: Sequence[Sample], batch_size: int = 64) -> torch.Tensor:
     """Inference features (N, F) of ``samples`` in order, on the CPU, in float32.
 
@@ -172,7 +171,7 @@ def extract_features(method, samples: Sequence[Sample], batch_size: int = 64) ->
     chunks = []
     with torch.inference_mode():
         for batch in method.test_loader(samples, batch_size):
-            chunks.append(method.extract(to_device(batch, device)).float().cpu())
+            chunks.append(method.extract(move_to_device(batch, device)).float().cpu())
     features = torch.cat(chunks)
     if features.shape[0] != len(samples):
         raise RuntimeError(
@@ -187,12 +186,13 @@ def evaluate_method(
     data: ReIDData,
     batch_size: int = 64,
     splits: Sequence[str] | None = None,
+    rerank: Any = None,
 ) -> dict:
     """Scores ``method`` on every evaluation split of ``data`` (or those named in ``splits``).
 
     Each distinct test sample is embedded once, however many trials and
     directions use it. Returns :func:`summarize`'s table plus ``"splits"``:
-    one row per split with its full CMC.
+    one row per split with its full CMC. ``rerank``: as in :func:`evaluate_features`.
     """
     chosen = _select_splits(data.splits, splits)
     index: dict[Sample, int] = {}
@@ -208,7 +208,7 @@ def evaluate_method(
             features[q], features[g],
             [s.pid for s in split.query], [s.pid for s in split.gallery],
             [s.camera for s in split.query], [s.camera for s in split.gallery],
-            split.protocol,
+            split.protocol, rerank=rerank,
         )
         results.append((split.name, split.direction, split.trial, metrics))
     summary = summarize(results)

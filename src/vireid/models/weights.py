@@ -70,7 +70,7 @@ class WeightsNotFoundError(FileNotFoundError):
     """A weight file that does not exist."""
 
 
-class WeightsDownloadError(RuntimeError):
+class WeightsDownloadError(ConnectionError):
     """An explicit download that failed (typically: no network)."""
 
 
