@@ -5,7 +5,11 @@
     vireid evaluate --features FILE --protocol sysu [--json]
     vireid config -c CONFIG [key=value ...]
     vireid train -c CONFIG [key=value ...]          (multi-GPU: torchrun --nproc_per_node N -m vireid train ...)
-    vireid eval -c CONFIG --ckpt PATH [key=value ...]
+    vireid eval -c CONFIG --ckpt PATH [key=value ...] [--rerank]
+    vireid extract --ckpt PATH (--split NAME | --folder DIR) --out FILE.safetensors
+    vireid search --ckpt PATH --query PATH --gallery DIR|FEATURES [--topk K] [--rerank]
+    vireid report [-c CONFIG] --ckpt PATH [--out DIR] [--queries N] [--topk K]
+    vireid export --ckpt PATH --onnx FILE.onnx
     vireid demo [--workdir runs/demo]
     vireid weights fetch ViT-B-16 --to DIR
 """
@@ -102,9 +106,122 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from vireid.runner import evaluate_checkpoint
 
-    summary = evaluate_checkpoint(args.ckpt, args.config, args.overrides)
+    summary = evaluate_checkpoint(args.ckpt, args.config, args.overrides,
+                                  rerank=True if args.rerank else None)
     _print_summary(summary if args.json else {k: v for k, v in summary.items() if k != "splits"},
                    args.json)
+    return 0
+
+
+def _load_model(args):
+    from vireid.retrieval.model import load_model
+
+    return load_model(args.ckpt, device=args.device, config=args.config,
+                      overrides=args.overrides, batch_size=args.batch_size)
+
+
+def _cmd_extract(args) -> int:
+    from vireid.data.types import Sample
+    from vireid.retrieval.features import (
+        FeatureSet,
+        files_digest,
+        list_gallery_folder,
+        save_feature_set,
+        save_query_gallery,
+    )
+
+    if (args.split is None) == (args.folder is None):
+        raise UsageError("give one of --split NAME (a split of the dataset) or --folder DIR")
+    model = _load_model(args)
+    meta = {"model": model.fingerprint, "checkpoint": str(model.checkpoint)}
+    if args.folder is not None:
+        samples = list_gallery_folder(args.folder, model.is_video, args.modality)
+        feats = model.extract_samples(samples)
+        out = save_feature_set(args.out, FeatureSet.from_samples(
+            feats, samples, {**meta, "files": files_digest(samples)}))
+        info = {"out": str(out), "items": len(samples), "dim": int(feats.shape[1])}
+    else:
+        from vireid.evaluation.evaluator import _select_splits
+        from vireid.runner import load_data
+
+        split = _select_splits(load_data(model.config).splits, [args.split])[0]
+        index: dict[Sample, int] = {}
+        for sample in (*split.query, *split.gallery):
+            index.setdefault(sample, len(index))
+        feats = model.extract_samples(list(index))
+        q = FeatureSet.from_samples(feats[[index[s] for s in split.query]], split.query)
+        g = FeatureSet.from_samples(feats[[index[s] for s in split.gallery]], split.gallery)
+        out = save_query_gallery(args.out, q, g, {**meta, "split": split.name,
+                                                  "protocol": split.protocol})
+        info = {"out": str(out), "split": split.name, "protocol": split.protocol,
+                "query": len(q), "gallery": len(g), "dim": int(feats.shape[1])}
+    print(json.dumps(info))
+    return 0
+
+
+def _cmd_search(args) -> int:
+    from vireid.retrieval.search import Retriever
+
+    model = _load_model(args)
+    try:
+        retriever = Retriever(model, args.gallery, cache=args.cache,
+                              modality=args.gallery_modality, backend=args.backend)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    result = retriever.search(args.query, topk=args.topk, rerank=args.rerank,
+                              modality=args.modality)
+    if args.json:
+        out = result.to_dict()
+        out["query_paths"] = list(args.query)
+        out["cache"] = retriever.cache_status
+        print(json.dumps(out))
+        return 0
+    if retriever.cache_status:
+        print(f"gallery: {len(retriever)} items, cache {retriever.cache_status}")
+    for q, path in enumerate(args.query):
+        print(f"query {path}")
+        for m in result[q]:
+            where = m.path if isinstance(m.path, str) else f"{m.path[0]} ({len(m.path)} frames)"
+            print(f"  {m.rank:3d}  d={m.distance:.4f}  id {m.id:>5}  cam {m.camera:>2}  {where}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    from vireid.retrieval.report import write_report
+    from vireid.runner import load_data
+
+    model = _load_model(args)
+    if args.out is not None:
+        out = Path(args.out)
+    elif model.checkpoint.parent.name == "checkpoints":
+        out = model.checkpoint.parent.parent / "report"
+    else:
+        out = model.checkpoint.parent / "report"
+    rerank = model.config.eval.rerank if args.rerank else None
+    page = write_report(model, load_data(model.config), out,
+                        splits=args.split or model.config.eval.splits,
+                        num_queries=args.queries, topk=args.topk, rerank=rerank, seed=args.seed)
+    print(page)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from vireid.retrieval.export import export_onnx
+
+    model = _load_model(args)
+    try:
+        report = export_onnx(model, args.onnx, opset=args.opset, modality=args.modality,
+                             check=not args.no_check)
+    except ImportError as err:
+        raise UsageError(str(err)) from None
+    shape = "x".join(str(v) for v in report.input_shape[1:])
+    print(f"wrote {report.path}: {report.input_name} (B x {shape}, normalised) -> "
+          f"features (B x {report.feature_dim}, L2-normalised)")
+    if report.max_abs_diff is not None:
+        print(f"onnxruntime vs PyTorch: max abs diff {report.max_abs_diff:.3g} "
+              f"(limit 1e-4)")
     return 0
 
 
@@ -181,7 +298,68 @@ def build_parser() -> argparse.ArgumentParser:
                      help="YAML config (default: the config stored in the checkpoint)")
     evc.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=/elsewhere")
     evc.add_argument("--json", action="store_true", help="print per-split results as JSON")
+    evc.add_argument("--rerank", action="store_true",
+                     help="k-reciprocal re-ranking (settings: eval.rerank.k1/k2/lambda_value)")
     evc.set_defaults(func=_cmd_eval)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
+        p.add_argument("-c", "--config", default=None,
+                       help="YAML config (default: the config stored in the checkpoint)")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides, e.g. data.root=/elsewhere eval.flip_test=true")
+        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+        p.add_argument("--batch-size", type=int, default=None,
+                       help="images per forward pass (default: eval.batch_size)")
+
+    ex = sub.add_parser("extract", help="features of a dataset split or a folder to safetensors")
+    model_args(ex)
+    ex.add_argument("--split", default=None,
+                    help="evaluation split of the config's dataset (e.g. all-search/trial0); "
+                    "writes query_* and gallery_* arrays, readable by vireid evaluate")
+    ex.add_argument("--folder", default=None,
+                    help="every image under DIR (video models: every folder of frames)")
+    ex.add_argument("--modality", default="visible", help="modality of --folder images")
+    ex.add_argument("--out", required=True, help="safetensors file to write")
+    ex.set_defaults(func=_cmd_extract)
+
+    se = sub.add_parser("search", help="rank a gallery for query images or tracklets")
+    model_args(se)
+    se.add_argument("--query", required=True, action="append",
+                    help="image file or folder of frames (repeatable)")
+    se.add_argument("--gallery", required=True,
+                    help="folder of images / tracklet folders, or a file of vireid extract")
+    se.add_argument("--topk", type=int, default=10)
+    se.add_argument("--cache", default=None,
+                    help="safetensors cache of the gallery features (rebuilt when stale)")
+    se.add_argument("--modality", default="infrared", help="query modality (default infrared)")
+    se.add_argument("--gallery-modality", default="visible",
+                    help="gallery modality (default visible)")
+    se.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    se.add_argument("--backend", default="auto", choices=("auto", "torch", "faiss"))
+    se.add_argument("--json", action="store_true", help="print the ranked lists as JSON")
+    se.set_defaults(func=_cmd_search)
+
+    rp = sub.add_parser("report", help="HTML report: metrics, CMC, ranked-list pictures")
+    model_args(rp)
+    rp.add_argument("--out", default=None, help="folder to write (default: <run>/report)")
+    rp.add_argument("--split", action="append", default=None,
+                    help="evaluate only this split or setting (repeatable; default eval.splits)")
+    rp.add_argument("--queries", type=int, default=8, help="queries shown per setting")
+    rp.add_argument("--topk", type=int, default=10, help="gallery items shown per query")
+    rp.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
+    rp.add_argument("--seed", type=int, default=0, help="seed of the query sample")
+    rp.set_defaults(func=_cmd_report)
+
+    xp = sub.add_parser("export", help="export the image (or clip) encoder")
+    model_args(xp)
+    xp.add_argument("--onnx", required=True, help="ONNX file to write (needs vireid[onnx])")
+    xp.add_argument("--opset", type=int, default=17)
+    xp.add_argument("--modality", default="visible",
+                    help="modality given to the method while tracing")
+    xp.add_argument("--no-check", action="store_true",
+                    help="skip the onnxruntime parity check (max abs diff <= 1e-4)")
+    xp.set_defaults(func=_cmd_export)
 
     dm = sub.add_parser("demo", help="synthetic people -> train a tiny CLIP-ReID on CPU -> evaluate")
     dm.add_argument("--workdir", default="runs/demo", help="where the dataset and the run go")

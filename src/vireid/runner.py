@@ -64,9 +64,15 @@ def config_of_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Con
 
 
 def evaluate_checkpoint(
-    checkpoint: str | Path, config: str | Path | None = None, overrides: Sequence[str] = ()
+    checkpoint: str | Path, config: str | Path | None = None, overrides: Sequence[str] = (),
+    rerank: bool | None = None,
 ) -> dict:
-    """Evaluates a checkpoint on its dataset's protocol (config from ``config`` or the checkpoint)."""
+    """Evaluates a checkpoint on its dataset's protocol (config from ``config`` or the checkpoint).
+
+    ``rerank``: True applies k-reciprocal re-ranking with the settings of
+    ``cfg.eval.rerank`` (k1, k2, lambda_value), False never does, None follows
+    ``eval.rerank.enabled``.
+    """
     from vireid.engine.checkpoint import load_method_weights
 
     cfg = load_config(config, overrides) if config else config_of_checkpoint(checkpoint, overrides)
@@ -74,7 +80,9 @@ def evaluate_checkpoint(
     load_method_weights(method, checkpoint)
     device = _device(cfg.train.device)
     method.to(device)
-    return evaluate_method(method, data, cfg.eval.batch_size, cfg.eval.splits)
+    use_rerank = cfg.eval.rerank.enabled if rerank is None else rerank
+    return evaluate_method(method, data, cfg.eval.batch_size, cfg.eval.splits,
+                           rerank=cfg.eval.rerank if use_rerank else None)
 
 
 def _device(name: str) -> torch.device:
@@ -120,3 +128,51 @@ def demo(workdir: str | Path = "runs/demo", seed: int = 0, overrides: Sequence[s
               "dataset": {k: v for k, v in made.items() if k != "root"}, "chance_rank1": chance}
     print(json.dumps(report))
     return {"summary": summary, **report}
+
+
+def train_trials(cfg: Config, trials: Sequence[int] = tuple(range(1, 11))) -> dict:
+    """One model per RegDB trial (``data.options.trial``), then the average over them.
+
+    Trial ``k`` runs in ``<output_dir>/<name>_trial<k>``. Returns the summary format
+    of :func:`train` with one row per trial in each direction and the mean and
+    (population) std over the trials (:func:`merge_trial_summaries`).
+    """
+    if cfg.data.name != "regdb":
+        raise cfg.error("data.name", f"one model per trial is the RegDB protocol, not {cfg.data.name!r}")
+    trials = [int(t) for t in trials]
+    if not trials or len(set(trials)) != len(trials):
+        raise ValueError(f"trials must be distinct trial numbers, got {trials}")
+    summaries = []
+    for trial in trials:
+        trial_cfg = cfg.model_copy(deep=True)
+        trial_cfg.data.options = {**cfg.data.options, "trial": trial}
+        trial_cfg.name = f"{cfg.name}_trial{trial}"
+        summaries.append(train(trial_cfg) or {})
+    return merge_trial_summaries(summaries)
+
+
+def merge_trial_summaries(summaries: Sequence[dict]) -> dict:
+    """Summaries of separately trained models (one per trial, e.g. RegDB's ten) merged
+    into one: every row of each setting, their mean and (population) std, and all
+    ``"splits"`` rows."""
+    import numpy as np
+
+    rows: dict[str, list[dict]] = {}
+    splits: list[dict] = []
+    for summary in summaries:
+        for key, group in summary.items():
+            if key == "splits":
+                splits += group
+            else:
+                rows.setdefault(key, []).extend(group["trials"])
+    merged: dict = {}
+    for key, group_rows in rows.items():
+        cols = [c for c in group_rows[0] if c != "trial"]
+        table = np.array([[r[c] for c in cols] for r in group_rows])
+        merged[key] = {
+            "trials": group_rows,
+            "mean": dict(zip(cols, table.mean(0).tolist())),
+            "std": dict(zip(cols, table.std(0).tolist())),
+        }
+    merged["splits"] = splits
+    return merged

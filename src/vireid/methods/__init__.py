@@ -10,8 +10,10 @@ from vireid.config import Config
 from vireid.data.types import ReIDData
 from vireid.methods.base import Method, ParamGroup, Stage
 from vireid.methods.clipreid import ClipReID
+from vireid.methods.csdn import CSDN
+from vireid.methods.xreid import XReID
 
-METHODS: dict[str, type[Method]] = {"clipreid": ClipReID}
+METHODS: dict[str, type[Method]] = {"clipreid": ClipReID, "csdn": CSDN, "xreid": XReID}
 
 
 def list_methods() -> list[str]:
