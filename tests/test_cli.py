@@ -117,3 +117,12 @@ def test_config_prints_the_resolved_yaml(capsys):
     assert "seed: 7" in capsys.readouterr().out
     assert main(["config", "-c", str(example), "train.no_such_key=1"]) == 2
     assert "train.no_such_key" in capsys.readouterr().err
+
+
+def test_trial_specs():
+    from vireid.cli import UsageError, _parse_trials
+
+    assert _parse_trials("1-10") == list(range(1, 11))
+    assert _parse_trials("1,3,5") == [1, 3, 5]
+    with pytest.raises(UsageError, match="--trials"):
+        _parse_trials("a-b")

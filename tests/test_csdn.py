@@ -17,6 +17,15 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "examples" / "csdn_t
 REGDB = Path(__file__).resolve().parents[1] / "configs" / "regdb" / "csdn_rn50.yaml"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")

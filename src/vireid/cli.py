@@ -97,17 +97,43 @@ def _cmd_train(args) -> int:
     from vireid.engine.distributed import is_main_process
     from vireid.runner import train
 
-    summary = train(load_config(args.config, args.overrides))
+    cfg = load_config(args.config, args.overrides)
+    if args.trials:
+        from vireid.runner import train_trials
+
+        summary = train_trials(cfg, _parse_trials(args.trials))
+    else:
+        summary = train(cfg)
     if is_main_process() and summary:
         _print_summary({k: v for k, v in summary.items() if k != "splits"}, args.json)
     return 0
 
 
+def _parse_trials(text: str) -> list[int]:
+    """``"1-10"`` or ``"1,3,5"`` -> trial numbers."""
+    trials: list[int] = []
+    for part in text.split(","):
+        low, sep, high = part.partition("-")
+        try:
+            trials += list(range(int(low), int(high) + 1)) if sep else [int(low)]
+        except ValueError:
+            raise UsageError(f"--trials {text!r}: expected e.g. 1-10 or 1,3,5") from None
+    return trials
+
+
 def _cmd_eval(args) -> int:
     from vireid.runner import evaluate_checkpoint
 
-    summary = evaluate_checkpoint(args.ckpt, args.config, args.overrides,
-                                  rerank=True if args.rerank else None)
+    summaries = [
+        evaluate_checkpoint(c, args.config, args.overrides, rerank=True if args.rerank else None)
+        for c in args.ckpt
+    ]
+    if len(summaries) == 1:
+        summary = summaries[0]
+    else:  # separately trained models (e.g. RegDB's trials): every row, mean and std
+        from vireid.runner import merge_trial_summaries
+
+        summary = merge_trial_summaries(summaries)
     _print_summary(summary if args.json else {k: v for k, v in summary.items() if k != "splits"},
                    args.json)
     return 0
@@ -176,7 +202,9 @@ def _cmd_search(args) -> int:
         out["cache"] = retriever.cache_status
         print(json.dumps(out))
         return 0
-    if retriever.cache_status:
+    if retriever.cache_status == "loaded":
+        print(f"gallery: {len(retriever)} items, features read from {args.gallery}")
+    elif retriever.cache_status:
         print(f"gallery: {len(retriever)} items, cache {retriever.cache_status}")
     for q, path in enumerate(args.query):
         print(f"query {path}")
@@ -290,10 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-c", "--config", required=True, help="YAML config file")
     tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=/data/SYSU-MM01")
     tr.add_argument("--json", action="store_true", help="print the final evaluation as JSON")
+    tr.add_argument("--trials", default=None, metavar="SPEC",
+                    help="RegDB: train one model per trial (e.g. 1-10) and average them")
     tr.set_defaults(func=_cmd_train)
 
     evc = sub.add_parser("eval", help="evaluate a checkpoint under its dataset's protocol")
-    evc.add_argument("--ckpt", required=True, help="checkpoint written by vireid train")
+    evc.add_argument("--ckpt", required=True, action="append",
+                     help="checkpoint written by vireid train; repeat it to average separately "
+                     "trained models (RegDB: one per trial)")
     evc.add_argument("-c", "--config", default=None,
                      help="YAML config (default: the config stored in the checkpoint)")
     evc.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=/elsewhere")

@@ -244,8 +244,9 @@ def list_gallery_folder(folder: str | os.PathLike[str], tracklets: bool,
     """Samples of every image under ``folder`` (recursively, sorted), or with
     ``tracklets`` one tracklet per folder that directly holds images.
 
-    Identity and camera come from folder names when they look like a dataset layout
-    (``.../cam3/0012/x.jpg``: camera 3, identity 12); else -1 and 0.
+    Identity and camera come from folder names, the gallery folder's own name included,
+    when they look like a dataset layout (``cam3/0012/x.jpg``: camera 3, identity 12);
+    else -1 and 0.
     """
     root = Path(folder)
     if not root.is_dir():
@@ -258,9 +259,9 @@ def list_gallery_folder(folder: str | os.PathLike[str], tracklets: bool,
                         if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
         if not images:
             continue
-        rel = Path(here).relative_to(root).parts
+        rel = (root.resolve().name, *Path(here).relative_to(root).parts)  # gallery may be cam3/
         if tracklets:
-            pid, cam = _labels_from(rel[:-1] if rel else ())
+            pid, cam = _labels_from(rel[:-1])
             samples.append(Sample(tuple(os.path.join(here, f) for f in images), pid, cam, mod))
         else:
             pid, cam = _labels_from(rel)
