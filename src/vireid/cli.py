@@ -316,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a method (multi-GPU: torchrun ... -m vireid train)")
     tr.add_argument("-c", "--config", required=True, help="YAML config file")
-    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=/data/SYSU-MM01")
+    tr.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.root=DIR")
     tr.add_argument("--json", action="store_true", help="print the final evaluation as JSON")
     tr.add_argument("--trials", default=None, metavar="SPEC",
                     help="RegDB: train one model per trial (e.g. 1-10) and average them")

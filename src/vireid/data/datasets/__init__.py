@@ -1,6 +1,6 @@
 """Loaders of the five benchmarks, their registry, and dataset statistics.
 
->>> data = load_dataset("sysu", "/data/SYSU-MM01", mode="indoor")   # doctest: +SKIP
+>>> data = load_dataset("sysu", "SYSU-MM01", mode="indoor")   # doctest: +SKIP
 >>> print(format_stats(dataset_stats(data)))                       # doctest: +SKIP
 
 Every loader reads the release unchanged and returns a
