@@ -17,7 +17,10 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
+from vireid.data.loaders import collate_samples, seed_worker
+from vireid.data.samplers import CrossModalIdentitySampler
 from vireid.data.types import Sample
 
 
@@ -68,9 +71,41 @@ class Stage:
 
 
 class Method(nn.Module):
-    """Base class of every method (one file per method under ``vireid.methods``)."""
+    """Base class of every method (one file per method under ``vireid.methods``).
+
+    Subclasses set ``cfg`` (the resolved Config), ``data`` (the ReIDData),
+    ``rank`` and ``world_size``; the data helpers below read them.
+    """
 
     name: str = "method"
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        """A DataLoader over ``dataset`` with the config's workers and the project's collate."""
+        d = self.cfg.data
+        return DataLoader(
+            dataset, collate_fn=collate_samples, num_workers=d.workers,
+            worker_init_fn=seed_worker, persistent_workers=False,
+            pin_memory=d.pin_memory and torch.cuda.is_available(), **kwargs,
+        )
+
+    def cross_modal_sampler(self, stage: str) -> CrossModalIdentitySampler:
+        """P identities x K samples per modality for ``stage`` (the stage's own P/K, else
+        ``data.*``); an impossible composition is an error naming the config key."""
+        d = self.cfg.data
+        stage_cfg = self.cfg.train.stages.get(stage)
+        per_stage = stage_cfg is not None and stage_cfg.identities_per_batch is not None
+        P = stage_cfg.identities_per_batch if per_stage else d.identities_per_batch
+        K = (stage_cfg.instances_per_identity if stage_cfg and stage_cfg.instances_per_identity
+             else d.instances_per_identity)
+        try:
+            return CrossModalIdentitySampler.from_samples(
+                self.data.train, P, K, seed=self.cfg.seed, rank=self.rank,
+                world_size=self.world_size,
+            )
+        except ValueError as err:
+            key = (f"train.stages.{stage}.identities_per_batch" if per_stage
+                   else "data.identities_per_batch")
+            raise self.cfg.error(key, f"impossible batch composition: {err}") from None
 
     def stages(self) -> list[Stage]:
         """The training stages, in the order they run."""

@@ -36,11 +36,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torch.utils.data import DataLoader
 
 from vireid.config import Config, MethodConfig, register_method_schema
-from vireid.data.loaders import ImageDataset, TrackletDataset, collate_samples, seed_worker
-from vireid.data.samplers import CrossModalIdentitySampler, ShuffledBatchSampler
+from vireid.data.loaders import ImageDataset, TrackletDataset
+from vireid.data.samplers import ShuffledBatchSampler
 from vireid.data.transforms import build_transforms, train_transforms_from_config
 from vireid.data.types import ReIDData, Sample
 from vireid.losses import batch_hard_triplet_loss, supcon_loss
@@ -148,14 +147,6 @@ class ClipReID(Method):
         return ImageDataset(samples, transform, seed=self.cfg.seed if train else None,
                             skip_bad=d.skip_bad_images)
 
-    def _loader(self, dataset, **kwargs) -> DataLoader:
-        d = self.cfg.data
-        return DataLoader(
-            dataset, collate_fn=collate_samples, num_workers=d.workers,
-            worker_init_fn=seed_worker, persistent_workers=False,
-            pin_memory=d.pin_memory and torch.cuda.is_available(), **kwargs,
-        )
-
     def test_loader(self, samples: Sequence[Sample], batch_size: int) -> Iterable[dict[str, Any]]:
         return self._loader(self._dataset(samples, train=False), batch_size=batch_size)
 
@@ -239,21 +230,7 @@ class ClipReID(Method):
         )
 
     def _image_stage(self) -> Stage:
-        d = self.cfg.data
-        stage_cfg = self.cfg.train.stages.get("image")
-        per_stage = stage_cfg is not None and stage_cfg.identities_per_batch is not None
-        P = stage_cfg.identities_per_batch if per_stage else d.identities_per_batch
-        K = (stage_cfg.instances_per_identity if stage_cfg and stage_cfg.instances_per_identity
-             else d.instances_per_identity)
-        try:
-            sampler = CrossModalIdentitySampler.from_samples(
-                self.data.train, P, K, seed=self.cfg.seed, rank=self.rank,
-                world_size=self.world_size,
-            )
-        except ValueError as err:
-            key = ("train.stages.image.identities_per_batch" if per_stage
-                   else "data.identities_per_batch")
-            raise self.cfg.error(key, f"impossible batch composition: {err}") from None
+        sampler = self.cross_modal_sampler("image")
         dataset = self._dataset(self.data.train, train=True)
         loader = self._loader(dataset, batch_sampler=sampler)
         heads = [self.neck, self.neck_proj, self.classifier, self.classifier_proj]

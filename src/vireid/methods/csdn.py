@@ -83,10 +83,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torch.utils.data import DataLoader
 
 from vireid.config import Config, MethodConfig, register_method_schema
-from vireid.data.loaders import ImageDataset, collate_samples, seed_worker
+from vireid.data.loaders import ImageDataset
 from vireid.data.samplers import CrossModalIdentitySampler, ShuffledBatchSampler
 from vireid.data.transforms import build_transforms, train_transforms_from_config
 from vireid.data.types import Modality, ReIDData, Sample
@@ -314,14 +313,6 @@ class CSDN(Method):
         a = self.cfg.data.augment
         return build_transforms(False, tuple(self.cfg.data.image_size), recipe=_TRAIN_RECIPE,
                                 normalization=(tuple(a.mean), tuple(a.std)))
-
-    def _loader(self, dataset, **kwargs) -> DataLoader:
-        d = self.cfg.data
-        return DataLoader(
-            dataset, collate_fn=collate_samples, num_workers=d.workers,
-            worker_init_fn=seed_worker, persistent_workers=False,
-            pin_memory=d.pin_memory and torch.cuda.is_available(), **kwargs,
-        )
 
     def test_loader(self, samples: Sequence[Sample], batch_size: int) -> Iterable[dict[str, Any]]:
         dataset = ImageDataset(samples, self._test_transform(), skip_bad=self.cfg.data.skip_bad_images)

@@ -77,8 +77,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vireid.config import Config, MethodConfig, register_method_schema
-from vireid.data.loaders import TrackletDataset, collate_samples, seed_worker
-from vireid.data.samplers import CrossModalIdentitySampler
+from vireid.data.loaders import TrackletDataset
 from vireid.data.transforms import build_transforms, train_transforms_from_config
 from vireid.data.types import ReIDData, Sample
 from vireid.engine.distributed import all_reduce_mean, get_world_size
@@ -267,14 +266,6 @@ class XReID(Method):
         return build_transforms(False, tuple(self.cfg.data.image_size), recipe="video",
                                 normalization=(tuple(a.mean), tuple(a.std)))
 
-    def _loader(self, dataset, **kwargs) -> DataLoader:
-        d = self.cfg.data
-        return DataLoader(
-            dataset, collate_fn=collate_samples, num_workers=d.workers,
-            worker_init_fn=seed_worker, persistent_workers=False,
-            pin_memory=d.pin_memory and torch.cuda.is_available(), **kwargs,
-        )
-
     def test_loader(self, samples: Sequence[Sample], batch_size: int) -> Iterable[dict[str, Any]]:
         v = self.cfg.data.video
         dataset = TrackletDataset(samples, self._test_transform(), seq_len=v.frames_at_test,
@@ -449,20 +440,7 @@ class XReID(Method):
 
     def stages(self) -> list[Stage]:
         d = self.cfg.data
-        stage_cfg = self.cfg.train.stages.get("main")
-        per_stage = stage_cfg is not None and stage_cfg.identities_per_batch is not None
-        P = stage_cfg.identities_per_batch if per_stage else d.identities_per_batch
-        K = (stage_cfg.instances_per_identity if stage_cfg and stage_cfg.instances_per_identity
-             else d.instances_per_identity)
-        try:
-            sampler = CrossModalIdentitySampler.from_samples(
-                self.data.train, P, K, seed=self.cfg.seed, rank=self.rank,
-                world_size=self.world_size,
-            )
-        except ValueError as err:
-            key = ("train.stages.main.identities_per_batch" if per_stage
-                   else "data.identities_per_batch")
-            raise self.cfg.error(key, f"impossible batch composition: {err}") from None
+        sampler = self.cross_modal_sampler("main")
         v = d.video
         dataset = TrackletDataset(
             self.data.train,
