@@ -19,9 +19,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vireid.config import Config
 from vireid.data.loaders import collate_samples, seed_worker
 from vireid.data.samplers import CrossModalIdentitySampler
-from vireid.data.types import Sample
+from vireid.data.types import ReIDData, Sample
 
 
 class ResumableSampler(Protocol):
@@ -73,11 +74,34 @@ class Stage:
 class Method(nn.Module):
     """Base class of every method (one file per method under ``vireid.methods``).
 
-    Subclasses set ``cfg`` (the resolved Config), ``data`` (the ReIDData),
-    ``rank`` and ``world_size``; the data helpers below read them.
+    ``__init__`` keeps ``cfg`` (the resolved Config), ``data`` (the ReIDData),
+    ``rank`` and ``world_size``, whether the data are tracklets (``is_video``) and
+    the table from camera ids to camera-embedding rows (``camera_index``: every
+    camera of the training and test samples, sorted). Subclasses that embed
+    cameras keep their CLIP model in ``self.clip``.
     """
 
     name: str = "method"
+
+    def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
+        super().__init__()
+        self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
+        self.is_video = any(s.is_tracklet for s in data.train[:1])
+        cameras = sorted({s.camera for s in data.train} | {
+            s.camera for split in data.splits for s in (*split.query, *split.gallery)
+        })
+        self.camera_index = {c: i for i, c in enumerate(cameras)}
+
+    def _cameras(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Camera-embedding rows of a batch (None when the model has no camera embedding);
+        a camera unseen when the method was built gets row 0."""
+        if self.clip.visual.num_cameras == 0:
+            return None
+        return torch.tensor([self.camera_index.get(int(c), 0) for c in batch["camera"].tolist()],
+                            device=batch["image"].device)
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
 
     def _loader(self, dataset, **kwargs) -> DataLoader:
         """A DataLoader over ``dataset`` with the config's workers and the project's collate."""
@@ -117,7 +141,39 @@ class Method(nn.Module):
         return []
 
     def extract(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Inference features (B, F) of a batch built by :meth:`test_loader`."""
+        """Inference features (B, F) of a batch built by :meth:`test_loader`.
+
+        The default serves methods whose features depend on the images and the
+        cameras only (:meth:`_features_once`): ``eval.flip_test`` adds the
+        horizontally flipped input (``eval.flip_fusion``: concatenated or
+        averaged), and dense clips (``clip_owner`` in the batch: (n_clips, T, C, H,
+        W)) are averaged per tracklet.
+        """
+        images = batch["image"]
+        cameras = self._cameras(batch)
+        if "clip_owner" not in batch:
+            return self._with_flip(images, cameras)
+        owner = batch["clip_owner"]
+        if cameras is not None:
+            cameras = cameras[owner]
+        feats = self._with_flip(images, cameras).float()
+        out = torch.zeros(len(batch["label"]), feats.shape[1], device=feats.device)
+        out.index_add_(0, owner, feats)
+        return out / torch.bincount(owner, minlength=len(out)).clamp_min(1)[:, None]
+
+    def _with_flip(self, images: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        feats = self._features_once(images, context)
+        if not self.cfg.eval.flip_test:
+            return feats
+        flipped = self._features_once(images.flip(-1), context)
+        if self.cfg.eval.flip_fusion == "concat":
+            return torch.cat([feats, flipped], dim=1)
+        return (feats + flipped) / 2
+
+    def _features_once(self, images: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Features (B, F) of images or clips, without flipping (see :meth:`extract`);
+        ``context``: the camera rows (:meth:`_cameras`), or what a method's own
+        ``extract`` passes to :meth:`_with_flip`."""
         raise NotImplementedError
 
     def test_loader(self, samples: Sequence[Sample], batch_size: int) -> Iterable[dict[str, Any]]:

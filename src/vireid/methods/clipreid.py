@@ -73,18 +73,12 @@ class ClipReID(Method):
     name = "clipreid"
 
     def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
-        super().__init__()
-        self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
+        super().__init__(cfg, data, rank, world_size)
         self.options: ClipReIDConfig = cfg.method  # type: ignore[assignment]
-        self.is_video = any(s.is_tracklet for s in data.train[:1])
-        cameras = sorted({s.camera for s in data.train} | {
-            s.camera for split in data.splits for s in (*split.query, *split.gallery)
-        })
-        self.camera_index = {c: i for i, c in enumerate(cameras)}
         m = cfg.model
         self.clip = build_clip(
             m.backbone, tuple(cfg.data.image_size), weights=m.weights, pretrained=m.pretrained,
-            last_stride=m.last_stride, num_cameras=len(cameras) if m.camera_embedding else 0,
+            last_stride=m.last_stride, num_cameras=len(self.camera_index) if m.camera_embedding else 0,
             camera_scale=m.camera_embedding_scale, frozen=m.frozen,
         )
         # Parts frozen by model.frozen never train, whatever the stage.
@@ -100,15 +94,6 @@ class ClipReID(Method):
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ encoding
-    def _cameras(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        if self.clip.visual.num_cameras == 0:
-            return None
-        table = torch.tensor(
-            [self.camera_index.get(int(c), 0) for c in batch["camera"].tolist()],
-            device=batch["image"].device,
-        )
-        return table
-
     def encode(self, images: torch.Tensor, cameras: torch.Tensor | None = None):
         """(class feature (B, D), projected feature (B, d)); clips are averaged over time."""
         if images.ndim == 5:  # (B, T, C, H, W)
@@ -154,28 +139,6 @@ class ClipReID(Method):
         return [self.clip.visual]
 
     # ------------------------------------------------------------------ inference
-    def extract(self, batch: dict[str, Any]) -> torch.Tensor:
-        images = batch["image"]
-        cameras = self._cameras(batch)
-        if "clip_owner" in batch:  # dense clips: (n_clips, T, C, H, W), averaged per tracklet
-            owner = batch["clip_owner"]
-            if cameras is not None:
-                cameras = cameras[owner]
-            feats = self._inference_feature(images, cameras)
-            out = torch.zeros(len(batch["label"]), feats.shape[1], device=feats.device)
-            out.index_add_(0, owner, feats.float())
-            return out / torch.bincount(owner, minlength=len(out)).clamp_min(1)[:, None]
-        return self._inference_feature(images, cameras)
-
-    def _inference_feature(self, images, cameras):
-        feats = self._features_once(images, cameras)
-        if self.cfg.eval.flip_test:
-            flipped = self._features_once(images.flip(-1), cameras)
-            if self.cfg.eval.flip_fusion == "concat":
-                return torch.cat([feats, flipped], dim=1)
-            return (feats + flipped) / 2
-        return feats
-
     def _features_once(self, images, cameras):
         cls, proj = self.encode(images, cameras)
         if self.options.neck_feat == "after":
@@ -185,9 +148,6 @@ class ClipReID(Method):
     # ------------------------------------------------------------------ stages
     def stages(self) -> list[Stage]:
         return [self._prompt_stage(), self._image_stage()]
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
 
     def _prompt_stage(self) -> Stage:
         stage_cfg = self.cfg.train.stages.get("prompt")

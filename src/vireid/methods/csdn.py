@@ -186,11 +186,10 @@ class CSDN(Method):
     name = "csdn"
 
     def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
-        super().__init__()
-        self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
+        super().__init__(cfg, data, rank, world_size)
         self.options: CSDNConfig = cfg.method  # type: ignore[assignment]
         o = self.options
-        if any(s.is_tracklet for s in data.train[:1]):
+        if self.is_video:
             raise cfg.error("data.name", f"CSDN is an image method; {data.name!r} holds tracklets")
         m = cfg.model
         if m.camera_embedding:
@@ -330,21 +329,11 @@ class CSDN(Method):
         return torch.cat([F.normalize(self.bn_f(f).float(), dim=1), F.normalize(g.float(), dim=1)], 1)
 
     def extract(self, batch: dict[str, Any]) -> torch.Tensor:
-        images, modality = batch["image"], batch["modality"]
-        feats = self._features_once(images, modality)
-        if self.cfg.eval.flip_test:
-            flipped = self._features_once(images.flip(-1), modality)
-            if self.cfg.eval.flip_fusion == "concat":
-                return torch.cat([feats, flipped], dim=1)
-            return (feats + flipped) / 2
-        return feats
+        return self._with_flip(batch["image"], batch["modality"])
 
     # ------------------------------------------------------------------ stages
     def stages(self) -> list[Stage]:
         return [self._prompt_stage(), self._sii_stage(), self._hse_stage()]
-
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
 
     def _composition(self) -> tuple[int, int, str]:
         """(P, K, key naming P) of the ``hse`` stage: its override, else the data section's."""

@@ -159,8 +159,7 @@ class XReID(Method):
     name = "xreid"
 
     def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
-        super().__init__()
-        self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
+        super().__init__(cfg, data, rank, world_size)
         o: XReIDConfig = cfg.method  # type: ignore[assignment]
         self.options = o
         if not data.train or not all(s.is_tracklet for s in data.train[:1]):
@@ -169,15 +168,11 @@ class XReID(Method):
         if o.cii and not (o.sii or o.lii):
             raise cfg.error("method.cii", "CII interacts the SII / LII outputs; turn sii or "
                                           "lii on, or cii off")
-        cameras = sorted({s.camera for s in data.train} | {
-            s.camera for split in data.splits for s in (*split.query, *split.gallery)
-        })
-        self.camera_index = {c: i for i, c in enumerate(cameras)}
         m = cfg.model
         self.clip = build_clip(
             m.backbone, tuple(cfg.data.image_size), weights=m.weights, pretrained=m.pretrained,
             patch_stride=m.patch_stride,
-            num_cameras=len(cameras) if m.camera_embedding else 0,
+            num_cameras=len(self.camera_index) if m.camera_embedding else 0,
             camera_scale=m.camera_embedding_scale, camera_tokens=o.camera_tokens,
             frozen=m.frozen,
         )
@@ -227,12 +222,6 @@ class XReID(Method):
         return [name for name, on in (("sii", o.sii), ("lii", o.lii)) if on]
 
     # ------------------------------------------------------------------ encoding
-    def _cameras(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        if self.clip.visual.num_cameras == 0:
-            return None
-        return torch.tensor([self.camera_index.get(int(c), 0) for c in batch["camera"].tolist()],
-                            device=batch["image"].device)
-
     def encode_frames(self, clips: torch.Tensor, cameras: torch.Tensor | None = None):
         """Clips (B, T, C, H, W) -> (cls (B, T, D), proj (B, T, d), tokens (B, T, 1+N, D))."""
         if clips.dim() != 5:
@@ -290,28 +279,6 @@ class XReID(Method):
         return [self.clip.visual]
 
     # ------------------------------------------------------------------ inference
-    def extract(self, batch: dict[str, Any]) -> torch.Tensor:
-        images = batch["image"]
-        cameras = self._cameras(batch)
-        if "clip_owner" in batch:  # dense clips: (n_clips, T, C, H, W), averaged per tracklet
-            owner = batch["clip_owner"]
-            if cameras is not None:
-                cameras = cameras[owner]
-            feats = self._inference_feature(images, cameras).float()
-            out = torch.zeros(len(batch["label"]), feats.shape[1], device=feats.device)
-            out.index_add_(0, owner, feats)
-            return out / torch.bincount(owner, minlength=len(out)).clamp_min(1)[:, None]
-        return self._inference_feature(images, cameras)
-
-    def _inference_feature(self, clips, cameras):
-        feats = self._features_once(clips, cameras)
-        if self.cfg.eval.flip_test:
-            flipped = self._features_once(clips.flip(-1), cameras)
-            if self.cfg.eval.flip_fusion == "concat":
-                return torch.cat([feats, flipped], dim=1)
-            return (feats + flipped) / 2
-        return feats
-
     def _features_once(self, clips, cameras):
         """``[b ; BN(O)]`` (or ``b`` alone without MII)."""
         cls, proj, tokens = self.encode_frames(clips, cameras)
@@ -322,9 +289,6 @@ class XReID(Method):
         return torch.cat([b, self.neck_mii(o) if self.options.mii_neck else o], dim=1)
 
     # ------------------------------------------------------------------ prototypes
-    def _device(self) -> torch.device:
-        return next(self.parameters()).device
-
     @torch.no_grad()
     def build_prototypes(self, epoch: int = 0) -> None:
         """Prototypes from one pass over the training set (eval mode, no augmentation).
