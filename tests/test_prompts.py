@@ -67,13 +67,31 @@ def test_prompt_learner_layout(tiny_model):
     assert int(learner.ctx_start[0]) == 5  # SOT "a photo of a" then the four X
     labels = torch.tensor([3, 0, 3])
     embeddings, eot = learner(labels)
-    assert embeddings.shape == (3, 77, text.width)
-    assert eot.tolist() == [int(ids.argmax())] * 3
-    template = text.token_embedding(ids).detach()
-    keep = torch.ones(77, dtype=torch.bool)
+    end = int(ids.argmax())
+    assert embeddings.shape == (3, end + 1, text.width)  # stops at the end-of-text token
+    assert eot.tolist() == [end] * 3
+    template = text.token_embedding(ids).detach()[: end + 1]
+    keep = torch.ones(end + 1, dtype=torch.bool)
     keep[5:9] = False
     torch.testing.assert_close(embeddings[:, keep], template[keep].expand(3, -1, -1))
     torch.testing.assert_close(embeddings[:, 5:9], learner.ctx[0, labels])
+
+
+def test_trimmed_prompts_encode_like_the_padded_ones(tiny_model):
+    """The causal text encoder pools at EOT: the padding after it changes nothing."""
+    text = tiny_model.text
+    torch.manual_seed(3)
+    lsmrl = "A X X X X person observed in both day and night conditions."
+    learner = PromptLearner(text, 3, template=[DEFAULT_TEMPLATE, lsmrl])
+    labels, sets = torch.tensor([0, 2, 1]), torch.tensor([0, 1, 1])
+    embeddings, eot = learner(labels, sets)
+    assert embeddings.shape[1] == learner.length == 16 < text.context_length
+    full = learner.template_embeddings[sets].clone()
+    full[:, : learner.length] = embeddings.detach()
+    with torch.no_grad():
+        trimmed = text.encode_embeddings(embeddings, eot)
+        padded = text.encode_embeddings(full, eot)
+    torch.testing.assert_close(trimmed, padded, atol=1e-5, rtol=1e-5)
 
 
 def test_placeholder_embeddings_reproduce_the_template_text(tiny_model):

@@ -108,6 +108,9 @@ class PromptLearner(nn.Module):
         self.register_buffer("token_ids", token_ids)
         self.register_buffer("ctx_start", torch.tensor(starts, dtype=torch.long))
         self.register_buffer("eot_position", token_ids.argmax(dim=-1))
+        # The text transformer is causal: tokens after the last end-of-text token
+        # cannot change any pooled feature, so prompts stop there.
+        self.length = int(self.eot_position.max()) + 1
         self.register_buffer(
             "template_embeddings",
             torch.zeros(
@@ -127,7 +130,12 @@ class PromptLearner(nn.Module):
     def forward(
         self, labels: torch.Tensor, set_index: int | torch.Tensor = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Identity labels (B,) and set index (int or (B,)) -> (embeddings (B, L, D), eot (B,))."""
+        """Identity labels (B,) and set index (int or (B,)) -> (embeddings (B, L, D), eot (B,)).
+
+        L is the last end-of-text position + 1 (not the context length): the
+        causal text encoder gives the same features as on the padded prompt,
+        at a fraction of the cost (16 of 77 tokens for "A photo of a X X X X person.").
+        """
         labels = torch.as_tensor(labels, device=self.ctx.device).long().reshape(-1)
         batch = labels.shape[0]
         if (
@@ -150,7 +158,7 @@ class PromptLearner(nn.Module):
         ):
             raise ValueError(f"set_index must lie in [0, {self.num_sets}), got {sets.tolist()[:8]}")
         learned = self.ctx[sets, labels]  # (B, n_ctx, D)
-        base = self.template_embeddings[sets].to(learned.dtype)  # (B, L, D)
+        base = self.template_embeddings[sets, : self.length].to(learned.dtype)  # (B, L, D)
         positions = self.ctx_start[sets].unsqueeze(1) + torch.arange(
             self.n_ctx, device=learned.device
         )
