@@ -58,7 +58,7 @@ class ToyMethod(Method):
         identity_order: str = "random",
         seed: int = 0,
     ) -> None:
-        super().__init__()
+        nn.Module.__init__(self)  # a toy: no Config or ReIDData for Method.__init__
         torch.manual_seed(seed)
         self.backbone = nn.Sequential(
             nn.Linear(dim, hidden),

@@ -1,6 +1,7 @@
 """Losses shared by the methods."""
 
 from vireid.losses.cmcl import cross_modal_consistency_loss
+from vireid.losses.modality import center_text_contrastive_loss, cross_modal_center_loss
 from vireid.losses.msel import modality_shared_enhancement_loss
 from vireid.losses.prototype import (
     CrossModalPrototypes,
@@ -14,6 +15,8 @@ from vireid.losses.wrt import weighted_regularized_triplet_loss
 __all__ = [
     "CrossModalPrototypes",
     "batch_hard_triplet_loss",
+    "center_text_contrastive_loss",
+    "cross_modal_center_loss",
     "cross_modal_consistency_loss",
     "hard_sample_update",
     "modality_shared_enhancement_loss",

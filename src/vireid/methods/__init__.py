@@ -11,9 +11,12 @@ from vireid.data.types import ReIDData
 from vireid.methods.base import Method, ParamGroup, Stage
 from vireid.methods.clipreid import ClipReID
 from vireid.methods.csdn import CSDN
+from vireid.methods.lsmrl import LSMRL
 from vireid.methods.xreid import XReID
 
-METHODS: dict[str, type[Method]] = {"clipreid": ClipReID, "csdn": CSDN, "xreid": XReID}
+METHODS: dict[str, type[Method]] = {
+    "clipreid": ClipReID, "csdn": CSDN, "lsmrl": LSMRL, "xreid": XReID,
+}
 
 
 def list_methods() -> list[str]:

@@ -20,8 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vireid.config import Config
-from vireid.data.loaders import collate_samples, seed_worker
+from vireid.data.loaders import TrackletDataset, collate_samples, seed_worker
 from vireid.data.samplers import CrossModalIdentitySampler
+from vireid.data.transforms import build_transforms, train_transforms_from_config
 from vireid.data.types import ReIDData, Sample
 
 
@@ -110,6 +111,29 @@ class Method(nn.Module):
             dataset, collate_fn=collate_samples, num_workers=d.workers,
             worker_init_fn=seed_worker, persistent_workers=False,
             pin_memory=d.pin_memory and torch.cuda.is_available(), **kwargs,
+        )
+
+    def _video_test_transform(self):
+        a = self.cfg.data.augment
+        return build_transforms(False, tuple(self.cfg.data.image_size), recipe="video",
+                                normalization=(tuple(a.mean), tuple(a.std)))
+
+    def _tracklet_test_loader(self, samples: Sequence[Sample], batch_size: int) -> DataLoader:
+        """Test clips of tracklets (``data.video`` test T and sampling), no augmentation."""
+        v = self.cfg.data.video
+        dataset = TrackletDataset(samples, self._video_test_transform(),
+                                  seq_len=v.frames_at_test, frame_sampler=v.test_sampling,
+                                  skip_bad=self.cfg.data.skip_bad_images)
+        return self._loader(dataset, batch_size=batch_size)
+
+    def _tracklet_train_dataset(self) -> TrackletDataset:
+        """Training clips: ``data.video`` T and sampling, the video augmentation recipe."""
+        d = self.cfg.data
+        return TrackletDataset(
+            self.data.train,
+            train_transforms_from_config(d.augment, tuple(d.image_size), "video"),
+            seq_len=d.video.num_frames, frame_sampler=d.video.train_sampling, seed=self.cfg.seed,
+            skip_bad=d.skip_bad_images,
         )
 
     def cross_modal_sampler(self, stage: str) -> CrossModalIdentitySampler:

@@ -78,7 +78,6 @@ from torch.utils.data import DataLoader
 
 from vireid.config import Config, MethodConfig, register_method_schema
 from vireid.data.loaders import TrackletDataset
-from vireid.data.transforms import build_transforms, train_transforms_from_config
 from vireid.data.types import ReIDData, Sample
 from vireid.engine.distributed import all_reduce_mean, get_world_size
 from vireid.losses import (
@@ -250,17 +249,8 @@ class XReID(Method):
         return out
 
     # ------------------------------------------------------------------ data
-    def _test_transform(self):
-        a = self.cfg.data.augment
-        return build_transforms(False, tuple(self.cfg.data.image_size), recipe="video",
-                                normalization=(tuple(a.mean), tuple(a.std)))
-
     def test_loader(self, samples: Sequence[Sample], batch_size: int) -> Iterable[dict[str, Any]]:
-        v = self.cfg.data.video
-        dataset = TrackletDataset(samples, self._test_transform(), seq_len=v.frames_at_test,
-                                  frame_sampler=v.test_sampling,
-                                  skip_bad=self.cfg.data.skip_bad_images)
-        return self._loader(dataset, batch_size=batch_size)
+        return self._tracklet_test_loader(samples, batch_size)
 
     def _memory_loader(self, epoch: int = 0) -> DataLoader:
         """This rank's share of the training set, test-time frames, no augmentation."""
@@ -270,7 +260,7 @@ class XReID(Method):
             sampling = "first_of_chunk"
         frames = o.memory_num_frames or v.frames_at_test
         dataset = TrackletDataset(self.data.train[self.rank::self.world_size],
-                                  self._test_transform(), seq_len=frames, frame_sampler=sampling,
+                                  self._video_test_transform(), seq_len=frames, frame_sampler=sampling,
                                   seed=self.cfg.seed, skip_bad=self.cfg.data.skip_bad_images)
         dataset.set_epoch(epoch)  # only random frame samplings (rrs) depend on it
         return self._loader(dataset, batch_size=self.cfg.eval.batch_size)
@@ -403,15 +393,8 @@ class XReID(Method):
         ]
 
     def stages(self) -> list[Stage]:
-        d = self.cfg.data
         sampler = self.cross_modal_sampler("main")
-        v = d.video
-        dataset = TrackletDataset(
-            self.data.train,
-            train_transforms_from_config(d.augment, tuple(d.image_size), "video"),
-            seq_len=v.num_frames, frame_sampler=v.train_sampling, seed=self.cfg.seed,
-            skip_bad=d.skip_bad_images,
-        )
+        dataset = self._tracklet_train_dataset()
         loader = self._loader(dataset, batch_sampler=sampler)
         o = self.options
 

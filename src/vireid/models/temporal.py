@@ -13,7 +13,13 @@ Pieces that work on the final-layer tokens of a ViT run frame by frame
   :class:`CrossModalInteraction` (CII) of X-ReID (Yu et al., AAAI 2026; methods.md
   section 2);
 * :func:`long_term_source_index` and :func:`cross_modal_partners`, the index
-  rules behind LII and CII.
+  rules behind LII and CII;
+* :class:`SpatialTemporalLayout` and :func:`spatial_temporal_blocks`, LSMRL's
+  STFL (methods.md section 3): a CLIP ViT's own blocks run frame by frame,
+  then on groups of consecutive frames (:func:`grouped_block`), then with
+  patch tokens exchanged between neighbouring frames (:func:`shifted_block`,
+  :func:`patch_shift_index`; temporal patch shift, Xiang et al., ECCV 2022).
+  No new weights.
 
 Block constants follow ViT-B/16 and the X-ReID code: 12 heads of width 64, MLP
 ratio 4, no bias on the query/key/value projections, GELU.
@@ -22,6 +28,7 @@ ratio 4, no bias on the query/key/value projections, GELU.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -34,9 +41,14 @@ __all__ = [
     "LongTermInteraction",
     "SelfAttentionBlock",
     "ShortTermInteraction",
+    "SpatialTemporalLayout",
     "cross_modal_partners",
     "default_heads",
+    "grouped_block",
     "long_term_source_index",
+    "patch_shift_index",
+    "shifted_block",
+    "spatial_temporal_blocks",
     "temporal_channel_shift",
 ]
 
@@ -311,3 +323,128 @@ class CrossModalInteraction(nn.Module):
         first = token[:, None, None, :].expand(B, T, 1, D)
         x = torch.cat([first.to(other.dtype), other], dim=2).reshape(B * T, N + 1, D)
         return self.block(x, keep=1)[:, 0].view(B, T, D).mean(1)
+
+
+# --------------------------------------------------------------------------- STFL
+
+
+@dataclass(frozen=True)
+class SpatialTemporalLayout:
+    """How STFL splits a ViT's blocks (LSMRL; every number is an assumption of
+    methods.md section 3, the paper gives none).
+
+    The first ``basic_blocks`` blocks see each frame alone; the next
+    ``grouped_blocks`` see groups of ``group_size`` consecutive frames as one
+    sequence; the rest run with a ``shift_share`` of the patch positions taken
+    from the neighbouring frames (half from t-1, half from t+1).
+    """
+
+    basic_blocks: int = 6
+    grouped_blocks: int = 3
+    group_size: int = 2
+    shift_share: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.basic_blocks < 0 or self.grouped_blocks < 0:
+            raise ValueError(f"block counts must be >= 0, got basic_blocks={self.basic_blocks}, "
+                             f"grouped_blocks={self.grouped_blocks}")
+        if self.group_size < 1:
+            raise ValueError(f"group_size must be >= 1, got {self.group_size}")
+        if not 0.0 <= self.shift_share <= 1.0:
+            raise ValueError(f"shift_share must lie in [0, 1], got {self.shift_share}")
+
+    def parts(self, num_blocks: int) -> tuple[range, range, range]:
+        """Block indices of the basic, grouped and patch-shift parts."""
+        split = self.basic_blocks + self.grouped_blocks
+        if split > num_blocks:
+            raise ValueError(
+                f"basic_blocks + grouped_blocks = {split} exceeds the {num_blocks} blocks of "
+                "the backbone"
+            )
+        return (range(self.basic_blocks), range(self.basic_blocks, split),
+                range(split, num_blocks))
+
+
+def grouped_block(block: nn.Module, x: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Run ``block`` on groups of ``group_size`` consecutive frames: ``x`` (B, T, L, D).
+
+    The L tokens of the G frames of a group form one sequence of G*L tokens, so
+    attention mixes exactly the frames of a group; when G does not divide T
+    the last T mod G frames form a smaller group.
+    """
+    B, T, L, D = x.shape
+    G = min(group_size, T)
+    whole = T - T % G
+    outputs = [block(x[:, :whole].reshape(B * (whole // G), G * L, D)).view(B, whole, L, D)]
+    if whole < T:
+        rest = T - whole
+        outputs.append(block(x[:, whole:].reshape(B, rest * L, D)).view(B, rest, L, D))
+    return torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+
+
+def patch_shift_index(
+    num_frames: int, num_tokens: int, share: float, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The temporal patch shift as a permutation of a clip's T*L tokens (frame-major).
+
+    ``num_tokens`` L counts the class token first (never shifted). Of the L-1
+    patch positions, ``round(share * (L-1))`` evenly spread ones are shifted;
+    alternately (in position order) they take the token of frame t-1 and of
+    frame t+1 at the same position, cyclically in time. Returns ``(index,
+    inverse)``: ``shifted = tokens[index]``, ``tokens = shifted[inverse]``.
+    """
+    if num_frames < 1 or num_tokens < 1:
+        raise ValueError(f"need num_frames >= 1 and num_tokens >= 1, got {num_frames}, "
+                         f"{num_tokens}")
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must lie in [0, 1], got {share}")
+    T, L = num_frames, num_tokens
+    patches = L - 1
+    count = round(share * patches)
+    # evenly spread positions 1..L-1: the k-th of `count` sits at floor((k + 0.5) * N / count)
+    picks = [1 + int((k + 0.5) * patches / count) for k in range(count)] if count else []
+    index = torch.arange(T * L).view(T, L)
+    frames = torch.arange(T)
+    for order, position in enumerate(picks):
+        source = (frames - 1) % T if order % 2 == 0 else (frames + 1) % T
+        index[:, position] = source * L + position
+    index = index.reshape(-1)
+    return index.to(device), torch.argsort(index).to(device)
+
+
+def shifted_block(block: nn.Module, x: torch.Tensor, index: torch.Tensor,
+                  inverse: torch.Tensor) -> torch.Tensor:
+    """Run ``block`` frame by frame on patch-shifted tokens and shift them back.
+
+    ``x`` (B, T, L, D). Each frame's sequence holds some tokens of its
+    neighbours during the block (attention mixes them); afterwards every token
+    returns to its own frame. Since a transformer block's LayerNorms and MLP
+    act token by token, this equals shifting the attention input and unshifting
+    its output before the residual sum (the temporal patch shift).
+    """
+    B, T, L, D = x.shape
+    y = x.reshape(B, T * L, D).index_select(1, index).view(B * T, L, D)
+    return block(y).view(B, T * L, D).index_select(1, inverse).view(B, T, L, D)
+
+
+def spatial_temporal_blocks(
+    blocks: Sequence[nn.Module], tokens: torch.Tensor, num_frames: int,
+    layout: SpatialTemporalLayout,
+) -> torch.Tensor:
+    """STFL: embedded frame tokens (B*T, L, D), frames of a clip consecutive ->
+    final-block tokens (B*T, L, D), through ``blocks`` split by ``layout``."""
+    BT, L, D = tokens.shape
+    if num_frames < 1 or BT % num_frames:
+        raise ValueError(f"{BT} frames do not form clips of {num_frames}")
+    basic, grouped, shifted = layout.parts(len(blocks))
+    x = tokens
+    for i in basic:
+        x = blocks[i](x)
+    x = x.view(BT // num_frames, num_frames, L, D)
+    for i in grouped:
+        x = grouped_block(blocks[i], x, layout.group_size)
+    if len(shifted):
+        index, inverse = patch_shift_index(num_frames, L, layout.shift_share, x.device)
+        for i in shifted:
+            x = shifted_block(blocks[i], x, index, inverse)
+    return x.reshape(BT, L, D)
