@@ -122,3 +122,13 @@ def test_impossible_batch_composition_names_the_key(datasets, tmp_path, capsys):
                  f"output_dir={tmp_path}", "data.identities_per_batch=500", "data.workers=0"])
     err = capsys.readouterr().err
     assert code == 2 and "identities_per_batch" in err
+
+
+def test_model_options_reach_the_backbone(datasets):
+    """patch_stride and the camera embedding are honoured, not silently dropped."""
+    from vireid.runner import build
+
+    _, method = build(_config(datasets, "sysu", "tiny-vit", "model.patch_stride=8",
+                              "model.camera_embedding=true"))
+    assert method.clip.visual.grid_size == (7, 3)  # 16-pixel patches every 8 pixels of 64x32
+    assert method.clip.visual.num_cameras == len(method.camera_index) > 1

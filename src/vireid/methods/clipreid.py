@@ -78,7 +78,8 @@ class ClipReID(Method):
         m = cfg.model
         self.clip = build_clip(
             m.backbone, tuple(cfg.data.image_size), weights=m.weights, pretrained=m.pretrained,
-            last_stride=m.last_stride, num_cameras=len(self.camera_index) if m.camera_embedding else 0,
+            last_stride=m.last_stride, patch_stride=m.patch_stride,
+            num_cameras=len(self.camera_index) if m.camera_embedding else 0,
             camera_scale=m.camera_embedding_scale, frozen=m.frozen,
         )
         # Parts frozen by model.frozen never train, whatever the stage.
