@@ -26,6 +26,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/eval_speed.py
 	$(BIN)/python benchmarks/data_speed.py
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/video_step_speed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
