@@ -11,6 +11,7 @@ JSON object.
 
     python benchmarks/video_step_speed.py --threads 1                 # tiny ViT, CPU
     python benchmarks/video_step_speed.py --size vitb16 --amp         # ViT-B/16, 288x144 (GPU)
+    python benchmarks/video_step_speed.py --size vitb16 --P 1 --K 1 --methods  # STFL, CPU
 """
 
 from __future__ import annotations
@@ -163,7 +164,10 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=list(METHODS))
+    parser.add_argument("--methods", nargs="*", choices=sorted(METHODS), default=list(METHODS),
+                        help="methods to time (none: STFL alone)")
+    parser.add_argument("--P", type=int, default=None, help="identities per batch (override)")
+    parser.add_argument("--K", type=int, default=None, help="clips per identity and modality")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -171,7 +175,8 @@ def main():
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
     torch.manual_seed(0)
-    size = SIZES[args.size]
+    size = dict(SIZES[args.size])
+    size.update({k: v for k, v in (("P", args.P), ("K", args.K)) if v})
     report = {"size": args.size, **size, "device": str(device), "amp": args.amp,
               "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:

@@ -83,6 +83,9 @@ class Method(nn.Module):
     """
 
     name: str = "method"
+    fixed_frames_export: bool = False
+    """Video methods whose graph depends on the clip length T (e.g. LSMRL's frame
+    groups) set this: their ONNX export takes clips of the test T only."""
 
     def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
         super().__init__()

@@ -172,6 +172,7 @@ class LSMRL(Method):
         super().__init__(cfg, data, rank, world_size)
         o: LSMRLConfig = cfg.method  # type: ignore[assignment]
         self.options = o
+        self.fixed_frames_export = o.stfl  # frame groups and shifts depend on T
         if not self.is_video:
             raise cfg.error("data.name", f"LSMRL is a video method; dataset {data.name!r} has "
                                          "no tracklets (use vcm or bupt)")

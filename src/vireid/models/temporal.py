@@ -398,7 +398,7 @@ def patch_shift_index(
                          f"{num_tokens}")
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share must lie in [0, 1], got {share}")
-    T, L = num_frames, num_tokens
+    T, L = int(num_frames), int(num_tokens)  # (sizes are tensors while tracing for export)
     patches = L - 1
     count = round(share * patches)
     # evenly spread positions 1..L-1: the k-th of `count` sits at floor((k + 0.5) * N / count)

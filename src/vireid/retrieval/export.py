@@ -5,7 +5,9 @@ The exported graph maps preprocessed input to the L2-normalised feature that
 
 - image models: ``image`` (B, 3, H, W) -> ``features`` (B, F);
 - video models: ``clip`` (B, T, 3, H, W) -> ``features`` (B, F), frames averaged as
-  in the method; B and T are dynamic (a one-frame clip embeds a single frame).
+  in the method; B and T are dynamic (a one-frame clip embeds a single frame),
+  except for methods whose graph depends on T (LSMRL's frame groups): there T is
+  the test clip length, written in ``vireid.input``.
 
 Input is the resized image scaled to [0, 1] and normalised with the model's mean
 and std; both, and the input size, are written into the ONNX metadata
@@ -136,7 +138,9 @@ def export_onnx(
         frames = _test_frames(model)
         example = _example(model, 2, frames, seed=0)
         name = "clip" if model.is_video else "image"
-        axes = {0: "batch", 1: "frames"} if model.is_video else {0: "batch"}
+        fixed_frames = bool(getattr(model.method, "fixed_frames_export", False))
+        axes = ({0: "batch", 1: "frames"} if model.is_video and not fixed_frames
+                else {0: "batch"})
         fastpath = torch.backends.mha.get_fastpath_enabled()
         # nn.MultiheadAttention's fused inference kernel has no ONNX form: trace the plain one
         torch.backends.mha.set_fastpath_enabled(False)
@@ -159,7 +163,8 @@ def export_onnx(
             "vireid.image_size": json.dumps(list(model.image_size)),
             "vireid.mean": json.dumps(list(augment.mean)),
             "vireid.std": json.dumps(list(augment.std)),
-            "vireid.input": "clip (B,T,3,H,W)" if model.is_video else "image (B,3,H,W)",
+            "vireid.input": ("image (B,3,H,W)" if not model.is_video else
+                             f"clip (B,{frames},3,H,W)" if fixed_frames else "clip (B,T,3,H,W)"),
             "vireid.checkpoint_fingerprint": model.fingerprint,
         })
         onnx.checker.check_model(proto)
