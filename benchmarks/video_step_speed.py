@@ -181,7 +181,7 @@ def main():
               "torch_threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "HITSZ-VCM"
-        synthesize("vcm", root, num_ids=3 * size["P"], seed=0, image_size=(64, 32),
+        synthesize("vcm", root, num_ids=max(8, 3 * size["P"]), seed=0, image_size=(64, 32),
                    frames_per_tracklet=15)
         report["stfl_encoder"] = measure_stfl(size, args, root, device)
         report["methods"] = {name: measure_method(name, size, args, root, device)

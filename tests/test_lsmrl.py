@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _method_helpers import prepare_first_stage, synthetic_vcm
 from torch import nn
 
 from vireid.cli import main
 from vireid.config import ConfigError, load_config
-from vireid.data.synthetic import synthesize
 from vireid.losses import center_text_contrastive_loss, cross_modal_center_loss
 from vireid.losses.modality import modality_centers
 from vireid.models.clip import build_clip
@@ -194,9 +194,7 @@ def test_center_text_contrastive_by_hand():
 
 @pytest.fixture(scope="module")
 def vcm(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "HITSZ-VCM"
-    synthesize("vcm", root, num_ids=10, seed=0, image_size=(64, 32), frames_per_tracklet=15)
-    return root
+    return synthetic_vcm(tmp_path_factory.mktemp("data"))
 
 
 def _config(vcm, *extra):
@@ -204,15 +202,7 @@ def _config(vcm, *extra):
                                  "data.video.num_frames=3", "eval.batch_size=8", *extra])
 
 
-def _prepare(method):
-    stage = method.stages()[0]
-    groups = {g.name: g.params for g in stage.param_groups()}
-    trained = {id(p) for params in groups.values() for p in params}
-    for p in method.parameters():  # what the engine does at a stage start
-        p.requires_grad_(id(p) in trained)
-    stage.on_epoch_start(0)
-    method.train()
-    return stage, groups, trained
+_prepare = prepare_first_stage
 
 
 @pytest.mark.parametrize("refresh", ["step", "epoch"])

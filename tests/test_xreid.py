@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from _method_helpers import prepare_first_stage, synthetic_vcm
 
 from vireid.cli import main
 from vireid.config import ConfigError, load_config
-from vireid.data.synthetic import synthesize
 from vireid.losses import (
     CrossModalPrototypes,
     cross_modal_consistency_loss,
@@ -155,9 +155,7 @@ def test_memory_update_is_the_same_on_every_rank_and_equals_one_process(tmp_path
 
 @pytest.fixture(scope="module")
 def vcm(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "HITSZ-VCM"
-    synthesize("vcm", root, num_ids=10, seed=0, image_size=(64, 32), frames_per_tracklet=15)
-    return root
+    return synthetic_vcm(tmp_path_factory.mktemp("data"))
 
 
 def _config(vcm, *extra):
@@ -166,15 +164,7 @@ def _config(vcm, *extra):
                                  "eval.batch_size=8", *extra])
 
 
-def _prepare(method):
-    stage = method.stages()[0]
-    groups = {g.name: g.params for g in stage.param_groups()}
-    trained = {id(p) for params in groups.values() for p in params}
-    for p in method.parameters():  # what the engine does at a stage start
-        p.requires_grad_(id(p) in trained)
-    stage.on_epoch_start(0)
-    method.train()
-    return stage, groups, trained
+_prepare = prepare_first_stage
 
 
 def test_gradients_reach_exactly_the_trained_parameters(vcm):

@@ -24,6 +24,7 @@ from vireid.data.loaders import TrackletDataset, collate_samples, seed_worker
 from vireid.data.samplers import CrossModalIdentitySampler
 from vireid.data.transforms import build_transforms, train_transforms_from_config
 from vireid.data.types import ReIDData, Sample
+from vireid.models.clip import build_clip
 
 
 class ResumableSampler(Protocol):
@@ -95,6 +96,30 @@ class Method(nn.Module):
             s.camera for split in data.splits for s in (*split.query, *split.gallery)
         })
         self.camera_index = {c: i for i, c in enumerate(cameras)}
+
+    def _build_clip(self, **options: Any):
+        """The CLIP model of ``cfg.model`` at ``data.image_size`` (one camera-embedding
+        row per camera of ``camera_index`` when ``model.camera_embedding``)."""
+        m = self.cfg.model
+        return build_clip(
+            m.backbone, tuple(self.cfg.data.image_size), weights=m.weights,
+            pretrained=m.pretrained, last_stride=m.last_stride, patch_stride=m.patch_stride,
+            num_cameras=len(self.camera_index) if m.camera_embedding else 0,
+            camera_scale=m.camera_embedding_scale, frozen=m.frozen, **options,
+        )
+
+    def _require(self, video: bool | None = None, vit: bool = False) -> None:
+        """Config errors for data or backbones the method cannot use."""
+        label = type(self).__name__
+        if video is True and not self.is_video:
+            raise self.cfg.error("data.name", f"{label} is a video method; dataset "
+                                              f"{self.data.name!r} has no tracklets (use vcm or bupt)")
+        if video is False and self.is_video:
+            raise self.cfg.error("data.name", f"{label} is an image method; "
+                                              f"{self.data.name!r} holds tracklets")
+        if vit and self.clip.visual.kind != "vit":
+            raise self.cfg.error("model.backbone", f"{label} needs a ViT backbone (token-level "
+                                                   f"interaction), got {self.cfg.model.backbone!r}")
 
     def _cameras(self, batch: dict[str, Any]) -> torch.Tensor | None:
         """Camera-embedding rows of a batch (None when the model has no camera embedding);

@@ -44,7 +44,6 @@ from vireid.data.transforms import build_transforms, train_transforms_from_confi
 from vireid.data.types import ReIDData, Sample
 from vireid.losses import batch_hard_triplet_loss, supcon_loss
 from vireid.methods.base import Method, ParamGroup, Stage
-from vireid.models.clip import build_clip
 from vireid.models.heads import BNNeck, Classifier
 from vireid.models.prompts import PromptLearner
 
@@ -75,13 +74,7 @@ class ClipReID(Method):
     def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
         super().__init__(cfg, data, rank, world_size)
         self.options: ClipReIDConfig = cfg.method  # type: ignore[assignment]
-        m = cfg.model
-        self.clip = build_clip(
-            m.backbone, tuple(cfg.data.image_size), weights=m.weights, pretrained=m.pretrained,
-            last_stride=m.last_stride, patch_stride=m.patch_stride,
-            num_cameras=len(self.camera_index) if m.camera_embedding else 0,
-            camera_scale=m.camera_embedding_scale, frozen=m.frozen,
-        )
+        self.clip = self._build_clip()
         # Parts frozen by model.frozen never train, whatever the stage.
         self._frozen = {id(p) for p in self.clip.parameters() if not p.requires_grad}
         visual = self.clip.visual

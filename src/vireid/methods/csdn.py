@@ -95,7 +95,6 @@ from vireid.losses import (
     weighted_regularized_triplet_loss,
 )
 from vireid.methods.base import Method, ParamGroup, Stage
-from vireid.models.clip import build_clip
 from vireid.models.heads import Classifier, GeM
 from vireid.models.prompts import PromptLearner
 
@@ -189,8 +188,7 @@ class CSDN(Method):
         super().__init__(cfg, data, rank, world_size)
         self.options: CSDNConfig = cfg.method  # type: ignore[assignment]
         o = self.options
-        if self.is_video:
-            raise cfg.error("data.name", f"CSDN is an image method; {data.name!r} holds tracklets")
+        self._require(video=False)
         m = cfg.model
         if m.camera_embedding:
             raise cfg.error("model.camera_embedding", "CSDN has no camera embedding; set it to false")
@@ -201,10 +199,7 @@ class CSDN(Method):
                 f"method.fusion={o.fusion!r} has no parameters, so stage 'sii' has nothing to "
                 "train; set train.stages.sii.epochs=0 (and warmup_epochs=0)",
             )
-        self.clip = build_clip(
-            m.backbone, tuple(cfg.data.image_size), weights=m.weights, pretrained=m.pretrained,
-            last_stride=m.last_stride, patch_stride=m.patch_stride, frozen=m.frozen,
-        )
+        self.clip = self._build_clip()  # no camera embedding (checked above)
         visual = self.clip.visual
         self.is_vit = visual.kind == "vit"
         # The infrared stem starts as a copy of the (loaded) visible one.

@@ -70,7 +70,6 @@ from vireid.losses import (
     cross_modal_center_loss,
 )
 from vireid.methods.base import Method, ParamGroup, Stage
-from vireid.models.clip import build_clip
 from vireid.models.heads import BNNeck, Classifier
 from vireid.models.prompts import PromptLearner
 from vireid.models.temporal import (
@@ -173,20 +172,10 @@ class LSMRL(Method):
         o: LSMRLConfig = cfg.method  # type: ignore[assignment]
         self.options = o
         self.fixed_frames_export = o.stfl  # frame groups and shifts depend on T
-        if not self.is_video:
-            raise cfg.error("data.name", f"LSMRL is a video method; dataset {data.name!r} has "
-                                         "no tracklets (use vcm or bupt)")
-        m = cfg.model
-        self.clip = build_clip(
-            m.backbone, tuple(cfg.data.image_size), weights=m.weights, pretrained=m.pretrained,
-            patch_stride=m.patch_stride,
-            num_cameras=len(self.camera_index) if m.camera_embedding else 0,
-            camera_scale=m.camera_embedding_scale, frozen=m.frozen,
-        )
+        self._require(video=True)
+        self.clip = self._build_clip()
+        self._require(vit=True)
         visual = self.clip.visual
-        if visual.kind != "vit":
-            raise cfg.error("model.backbone", f"LSMRL needs a ViT backbone (token-level "
-                                              f"spatial-temporal blocks), got {m.backbone!r}")
         try:
             self.layout = o.layout()
             self.layout.parts(len(visual.blocks))

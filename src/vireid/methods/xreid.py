@@ -87,7 +87,6 @@ from vireid.losses import (
 )
 from vireid.losses.prototype import prototype_sums
 from vireid.methods.base import Method, ParamGroup, Stage
-from vireid.models.clip import build_clip
 from vireid.models.heads import BNNeck, Classifier
 from vireid.models.temporal import (
     CrossModalInteraction,
@@ -161,25 +160,14 @@ class XReID(Method):
         super().__init__(cfg, data, rank, world_size)
         o: XReIDConfig = cfg.method  # type: ignore[assignment]
         self.options = o
-        if not data.train or not all(s.is_tracklet for s in data.train[:1]):
-            raise cfg.error("data.name", f"X-ReID is a video method; dataset {data.name!r} "
-                                         "has no tracklets (use vcm or bupt)")
+        self._require(video=True)
         if o.cii and not (o.sii or o.lii):
             raise cfg.error("method.cii", "CII interacts the SII / LII outputs; turn sii or "
                                           "lii on, or cii off")
-        m = cfg.model
-        self.clip = build_clip(
-            m.backbone, tuple(cfg.data.image_size), weights=m.weights, pretrained=m.pretrained,
-            patch_stride=m.patch_stride,
-            num_cameras=len(self.camera_index) if m.camera_embedding else 0,
-            camera_scale=m.camera_embedding_scale, camera_tokens=o.camera_tokens,
-            frozen=m.frozen,
-        )
+        self.clip = self._build_clip(camera_tokens=o.camera_tokens)
         self.clip.text = None  # X-ReID uses the image encoder only
         visual = self.clip.visual
-        if visual.kind != "vit":
-            raise cfg.error("model.backbone", f"X-ReID needs a ViT backbone (token-level "
-                                              f"interaction), got {m.backbone!r}")
+        self._require(vit=True)
         D, d, C = visual.width, visual.embed_dim, data.num_classes
         heads = o.mii_heads or default_heads(D)
         if D % heads:

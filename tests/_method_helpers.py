@@ -1,0 +1,29 @@
+"""Helpers shared by the method tests: a tiny synthetic HITSZ-VCM and a stage set up
+the way the engine sets it up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vireid.data.synthetic import synthesize
+
+
+def synthetic_vcm(base: Path, num_ids: int = 10) -> Path:
+    root = base / "HITSZ-VCM"
+    synthesize("vcm", root, num_ids=num_ids, seed=0, image_size=(64, 32), frames_per_tracklet=15)
+    return root
+
+
+def prepare_first_stage(method):
+    """The method's first stage after what the engine does at a stage start: only the
+    stage's parameters require gradient, the epoch has started, train mode.
+    Returns ``(stage, {group name: params}, ids of the trained parameters)``."""
+    stage = method.stages()[0]
+    groups = {g.name: g.params for g in stage.param_groups()}
+    trained = {id(p) for params in groups.values() for p in params}
+    for p in method.parameters():
+        p.requires_grad_(id(p) in trained)
+    if stage.on_epoch_start is not None:
+        stage.on_epoch_start(0)
+    method.train()
+    return stage, groups, trained
