@@ -65,6 +65,32 @@ def _batch(size: dict, video: bool, device: torch.device) -> dict:
     }
 
 
+def training_step(method, stage, batch: dict, amp: bool, device: torch.device):
+    """``(step, params)``: one optimiser step of ``stage`` on ``batch`` (forward, losses,
+    backward, Adam), after the engine's stage start (only the stage's parameters train,
+    ``setup``, the first epoch's start, train mode)."""
+    if stage.setup is not None:
+        stage.setup()
+    params = [p for g in stage.param_groups() for p in g.params]
+    trained = {id(p) for p in params}
+    for p in method.parameters():
+        p.requires_grad_(id(p) in trained)
+    if stage.on_epoch_start is not None:
+        stage.on_epoch_start(0)
+    method.train()
+    optimizer = torch.optim.Adam(params, lr=1e-6)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+
+    def step():
+        with autocast:
+            loss = stage.step(batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, params
+
+
 def measure(layout: str, size: dict, args, device: torch.device, workdir: Path) -> dict:
     root = workdir / layout
     options = {"frames_per_tracklet": 15} if layout == "vcm" else {"images_per_camera": 2}
@@ -77,24 +103,8 @@ def measure(layout: str, size: dict, args, device: torch.device, workdir: Path) 
     data = load_data(cfg)
     method = build_method(cfg, data).to(device)
     stage = method.stages()[1]  # the image-encoder stage: the expensive one
-    stage.setup()
-    params = [p for g in stage.param_groups() for p in g.params]
-    for p in method.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    method.train()
-    optimizer = torch.optim.Adam(params, lr=1e-6)
     batch = _batch(size, video=layout == "vcm", device=device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
-
-    def step():
-        with amp:
-            loss = stage.step(batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    step, _ = training_step(method, stage, batch, args.amp, device)
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()

@@ -1,7 +1,7 @@
 """Training-step cost of the video methods on one batch: CLIP-ReID (video), X-ReID,
 LSMRL and LSMRL without STFL; and STFL alone against the plain frame encoder.
 
-Every method runs its real training step (forward, losses, backward, AdamW step)
+Every method runs its real training step (forward, losses, backward, Adam step)
 on the same batch: P identities x K clips per modality of T frames, random
 pixels, labels laid out as the cross-modal sampler lays them. Reported per
 method: parameters (all / trained in the step), median step time, model FLOPs
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from train_speed import training_step  # benchmarks/, the folder of this script
 
 from vireid.config import load_config
 from vireid.data.synthetic import synthesize
@@ -97,25 +98,7 @@ def _build(name: str, size: dict, root: Path, device: torch.device):
 
 def measure_method(name: str, size: dict, args, root: Path, device: torch.device) -> dict:
     method, stage = _build(name, size, root, device)
-    if stage.setup is not None:
-        stage.setup()
-    params = [p for g in stage.param_groups() for p in g.params]
-    trained = {id(p) for p in params}
-    for p in method.parameters():
-        p.requires_grad_(id(p) in trained)
-    if stage.on_epoch_start is not None:
-        stage.on_epoch_start(0)
-    method.train()
-    optimizer = torch.optim.AdamW(params, lr=1e-6)
-    batch = _batch(size, device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp)
-
-    def step():
-        with amp:
-            loss = stage.step(batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    step, params = training_step(method, stage, _batch(size, device), args.amp, device)
 
     with FlopCounterMode(display=False) as counter:
         step()

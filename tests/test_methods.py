@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import vireid
+from vireid.cli import main
 from vireid.config import load_config
 from vireid.data.synthetic import synthesize
 from vireid.methods import list_methods
@@ -40,7 +41,7 @@ def roots(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", list_methods())
-def test_method_trains_loads_embeds_and_exports(name, roots, tmp_path):
+def test_method_trains_loads_embeds_and_exports(name, roots, tmp_path, capsys):
     example, layout = EXAMPLE_OF[name]
     overrides = [f"data.root={roots[layout]}", f"output_dir={tmp_path}", "name=run",
                  "train.max_steps=1", "data.workers=0", "data.image_size=[64,32]",
@@ -61,6 +62,9 @@ def test_method_trains_loads_embeds_and_exports(name, roots, tmp_path):
     samples = data.splits[0].query[:3]
     feats = model.extract_samples(samples)
     assert feats.shape[0] == 3 and torch.isfinite(feats).all()
+    if layout == "vcm":  # the command line, with every frame in dense clips
+        assert main(["eval", "--ckpt", str(ckpt), "data.video.test_sampling=dense"]) == 0
+        assert "ir->vis" in capsys.readouterr().out
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("onnxruntime is not installed (pip install -e '.[onnx]')")
     from vireid.retrieval.export import ExportError, export_onnx
