@@ -14,7 +14,8 @@ def _images(batch: int, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
 
 
 def test_list_backbones_has_the_documented_ones():
-    assert {"ViT-B-16", "RN50", "tiny-vit", "tiny-rn50"} <= set(list_backbones())
+    assert {"ViT-B-16", "RN50", "tiny-vit", "tiny-vit-p8", "tiny-rn50"} <= set(list_backbones())
+    assert build_clip("tiny-vit-p8", (128, 64)).visual.grid_size == (16, 8)
 
 
 def test_unknown_backbone_is_named():

@@ -84,6 +84,19 @@ _LOCAL_CONFIGS: dict[str, dict[str, Any]] = {
         },
         "text_cfg": dict(_TINY_TEXT_CFG),
     },
+    # 8-pixel patches: a 16x8 grid at 128x64. From scratch, 16-pixel patches (8x4
+    # tokens of 768 pixels) learn far too slowly for CPU-sized runs.
+    "tiny-vit-p8": {
+        "embed_dim": 64,
+        "vision_cfg": {
+            "image_size": 224,
+            "layers": 2,
+            "width": 64,
+            "head_width": 32,
+            "patch_size": 8,
+        },
+        "text_cfg": dict(_TINY_TEXT_CFG),
+    },
     "tiny-rn50": {
         "embed_dim": 64,
         "vision_cfg": {
@@ -786,7 +799,7 @@ def build_clip(
 ) -> ClipModel:
     """Build a CLIP model for re-identification.
 
-    ``backbone``: ``ViT-B-16``, ``RN50`` (open_clip configs), ``tiny-vit``,
+    ``backbone``: ``ViT-B-16``, ``RN50`` (open_clip configs), ``tiny-vit``, ``tiny-vit-p8``,
     ``tiny-rn50`` (:func:`list_backbones`). ``image_size``: (H, W) input size.
     ``weights``: a local weight file (OpenAI TorchScript archive, open_clip
     checkpoint, safetensors; see :func:`vireid.models.weights.load_weights`).
