@@ -197,10 +197,11 @@ class LSMRL(Method):
         self.classifier_proj = Classifier(d, C)
         self.register_buffer("text_bank", torch.zeros(C, d))
         self._bank_stale = True  # the bank must follow the prompts before inference
-        self.register_load_state_dict_post_hook(lambda module, keys: module._mark_stale())
+        self.register_load_state_dict_post_hook(LSMRL._after_load)
 
-    def _mark_stale(self) -> None:
-        self._bank_stale = True
+    @staticmethod
+    def _after_load(module: LSMRL, incompatible_keys) -> None:
+        module._bank_stale = True  # recompute from the loaded prompts before inference
 
     # ------------------------------------------------------------------ text
     def text_features(self, labels: torch.Tensor | None = None) -> torch.Tensor:
