@@ -65,6 +65,27 @@ def _batch(size: dict, video: bool, device: torch.device) -> dict:
     }
 
 
+def step_parser(doc: str, sizes: dict) -> argparse.ArgumentParser:
+    """The options every training-step benchmark takes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(sizes), default="tiny")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return parser
+
+
+def device_from_args(args) -> torch.device:
+    """Applies ``--threads`` and resolves ``--device`` (auto: CUDA when present)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(args.device)
+
+
 def training_step(method, stage, batch: dict, amp: bool, device: torch.device):
     """``(step, params)``: one optimiser step of ``stage`` on ``batch`` (forward, losses,
     backward, Adam), after the engine's stage start (only the stage's parameters train,
@@ -138,20 +159,10 @@ def measure(layout: str, size: dict, args, device: torch.device, workdir: Path) 
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser = step_parser(__doc__, SIZES)
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak, for MFU")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    device = device_from_args(args)
     size = SIZES[args.size]
     report = {"size": args.size, **size, "device": str(device), "amp": args.amp,
               "torch_threads": torch.get_num_threads()}

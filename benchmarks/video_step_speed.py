@@ -16,7 +16,6 @@ JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
@@ -25,7 +24,11 @@ from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-from train_speed import training_step  # benchmarks/, the folder of this script
+from train_speed import (  # benchmarks/, the folder of this script
+    device_from_args,
+    step_parser,
+    training_step,
+)
 
 from vireid.config import load_config
 from vireid.data.synthetic import synthesize
@@ -140,23 +143,13 @@ def measure_stfl(size: dict, args, root: Path, device: torch.device) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--amp", action="store_true", help="bf16 autocast")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser = step_parser(__doc__, SIZES)
     parser.add_argument("--methods", nargs="*", choices=sorted(METHODS), default=list(METHODS),
                         help="methods to time (none: STFL alone)")
     parser.add_argument("--P", type=int, default=None, help="identities per batch (override)")
     parser.add_argument("--K", type=int, default=None, help="clips per identity and modality")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    )
+    device = device_from_args(args)
     torch.manual_seed(0)
     size = dict(SIZES[args.size])
     size.update({k: v for k, v in (("P", args.P), ("K", args.K)) if v})

@@ -27,3 +27,13 @@ def prepare_first_stage(method):
         stage.on_epoch_start(0)
     method.train()
     return stage, groups, trained
+
+
+def assert_gradients_reach_exactly(method, trained: set[int]) -> None:
+    """After ``backward``: every trained parameter has a non-zero gradient, no other one
+    has a gradient at all."""
+    for name, p in method.named_parameters():
+        if id(p) in trained:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name

@@ -8,7 +8,7 @@ from vireid.losses.prototype import (
     hard_sample_update,
     prototype_contrastive_loss,
 )
-from vireid.losses.supcon import supcon_loss
+from vireid.losses.supcon import image_text_supcon, supcon_loss
 from vireid.losses.triplet import batch_hard_triplet_loss, pairwise_distances
 from vireid.losses.wrt import weighted_regularized_triplet_loss
 
@@ -19,6 +19,7 @@ __all__ = [
     "cross_modal_center_loss",
     "cross_modal_consistency_loss",
     "hard_sample_update",
+    "image_text_supcon",
     "modality_shared_enhancement_loss",
     "pairwise_distances",
     "prototype_contrastive_loss",

@@ -25,3 +25,13 @@ def supcon_loss(
     if bool((count == 0).any()):
         raise ValueError("every anchor needs at least one positive in the contrast set")
     return -((positives * log_prob).sum(1) / count).mean()
+
+
+def image_text_supcon(image: torch.Tensor, text: torch.Tensor,
+                      labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """CLIP-ReID's prompt-learning loss: image->text plus text->image :func:`supcon_loss`
+    over a batch of paired features (same ``labels`` on both sides). Returns ``loss``
+    and the two detached terms ``i2t`` and ``t2i``, ready to log."""
+    i2t = supcon_loss(image, text, labels, labels)
+    t2i = supcon_loss(text, image, labels, labels)
+    return {"loss": i2t + t2i, "i2t": i2t.detach(), "t2i": t2i.detach()}

@@ -42,7 +42,7 @@ from vireid.data.loaders import ImageDataset, TrackletDataset
 from vireid.data.samplers import ShuffledBatchSampler
 from vireid.data.transforms import build_transforms, train_transforms_from_config
 from vireid.data.types import ReIDData, Sample
-from vireid.losses import batch_hard_triplet_loss, supcon_loss
+from vireid.losses import batch_hard_triplet_loss, image_text_supcon
 from vireid.methods.base import Method, ParamGroup, Stage
 from vireid.models.heads import BNNeck, Classifier
 from vireid.models.prompts import PromptLearner
@@ -169,9 +169,7 @@ class ClipReID(Method):
             idx = torch.as_tensor(indices, device=feats.device)
             image, label = feats[idx], labels[idx]
             text = self._text_features(label)
-            i2t = supcon_loss(image, text, label, label)
-            t2i = supcon_loss(text, image, label, label)
-            return {"loss": i2t + t2i, "i2t": i2t.detach(), "t2i": t2i.detach()}
+            return image_text_supcon(image, text, label)
 
         return Stage(
             name="prompt",

@@ -90,8 +90,8 @@ from vireid.data.samplers import CrossModalIdentitySampler, ShuffledBatchSampler
 from vireid.data.transforms import build_transforms, train_transforms_from_config
 from vireid.data.types import Modality, ReIDData, Sample
 from vireid.losses import (
+    image_text_supcon,
     modality_shared_enhancement_loss,
-    supcon_loss,
     weighted_regularized_triplet_loss,
 )
 from vireid.methods.base import Method, ParamGroup, Stage
@@ -410,9 +410,7 @@ class CSDN(Method):
             text = torch.cat([self.text_features_of(y_v, Modality.VISIBLE),
                               self.text_features_of(y_r, Modality.INFRARED)])
             y = torch.cat([y_v, y_r])
-            i2t = supcon_loss(image, text, y, y)
-            t2i = supcon_loss(text, image, y, y)
-            return {"loss": i2t + t2i, "i2t": i2t.detach(), "t2i": t2i.detach()}
+            return image_text_supcon(image, text, y)
 
         return Stage(
             name="prompt",
@@ -437,9 +435,7 @@ class CSDN(Method):
             chosen = rows[torch.as_tensor(indices)].to(feats.device)
             image, y = feats[chosen], labels[chosen]
             text = self.fuse(text_v[y], text_r[y])
-            i2t = supcon_loss(image, text, y, y)
-            t2i = supcon_loss(text, image, y, y)
-            return {"loss": i2t + t2i, "i2t": i2t.detach(), "t2i": t2i.detach()}
+            return image_text_supcon(image, text, y)
 
         return Stage(
             name="sii",
