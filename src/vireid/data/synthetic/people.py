@@ -27,6 +27,10 @@ TAG_TRACKLET = 3
 TAG_CAMERA = 4
 TAG_SPLIT = 5
 TAG_LAYOUT = 6
+# Populations of the synthetic CLIP (vireid.clip_pretrain): their identities come from
+# streams no dataset layout uses, so they are disjoint from every benchmark population.
+TAG_CLIP_PRETRAIN = 7
+TAG_CLIP_HELDOUT = 8
 
 
 def name_code(text: str) -> int:
@@ -142,9 +146,10 @@ def _garment(rng: np.random.Generator, upper: bool) -> Garment:
     )
 
 
-def sample_attributes(seed: int, pid: int) -> PersonAttributes:
-    """The fixed attributes of identity ``pid`` under ``seed``."""
-    rng = make_rng(seed, TAG_IDENTITY, pid)
+def sample_attributes(seed: int, pid: int, *, stream: int = TAG_IDENTITY) -> PersonAttributes:
+    """The fixed attributes of identity ``pid`` under ``seed`` (``stream``: the
+    population's tag; every dataset layout uses :data:`TAG_IDENTITY`)."""
+    rng = make_rng(seed, stream, pid)
     skin_v = float(rng.uniform(0.35, 0.95))
     skin = (
         skin_v,
