@@ -14,9 +14,18 @@ published 60.5; the SYSU-sized problem then scores mAP ~0.77) and ``random``
 Both sides get the same distance matrix (cosine of L2-normalised features,
 computed once); ``metrics_*_s`` times the metric computation alone and
 ``end_to_end_s`` adds the feature normalisation and matrix product that
-:func:`vireid.evaluation.evaluate_features` does. Prints one JSON object.
+:func:`vireid.evaluation.evaluate_features` does.
 
-    python benchmarks/eval_speed.py [--threads 1]
+``scale_*`` rows: square N x N problems (N = 5,000, 10,000, 20,000; about 12
+gallery items per identity, cameras 1..6) at ``strong`` and ``random``
+difficulty (:data:`SCALE_DIFFICULTY`), scored under each keep rule / CMC variant: ``regdb`` (plain CMC, no
+rule), ``vcm`` (plain CMC, same-id-same-camera rule), ``sysu`` and ``llcm``
+(deduplicated CMC). Each entry gives the time, the peak memory the evaluator
+allocates (tracemalloc) and its ratio to the float32 distance matrix, and
+``dedup_vs_plain``: the slower dedup rule over the slower plain rule. Prints one
+JSON object.
+
+    python benchmarks/eval_speed.py [--threads 1] [--sizes 5000 10000 20000]
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import tracemalloc
 
 import numpy as np
 import torch
@@ -33,6 +43,9 @@ from vireid.evaluation.reference import compute_metrics_loop
 
 DIFFICULTY = {"strong": 3.0, "published": 3.4, "random": 1e4}
 """Noise scale around the identity centres (of unit norm) for each difficulty."""
+
+SCALE_DIFFICULTY = {"strong": 1.5, "random": 1e4}
+"""Noise of the square scale rows: ``strong`` gives Rank-1 ~0.95, mAP ~0.83 at N = 5,000."""
 
 
 def _features(rng, ids, modality, centres, noise):
@@ -108,17 +121,58 @@ def evaluate_distance(problem) -> np.ndarray:
     return (-(qf @ gf.T)).numpy()
 
 
+def square_problem(rng, size, noise, dim=256):
+    """N queries x N gallery items, about 12 gallery items per identity, cameras 1..6."""
+    num_ids = max(1, size // 12)
+    centres = rng.standard_normal((num_ids, dim)) / np.sqrt(dim)
+    q_ids, g_ids = rng.integers(0, num_ids, size), rng.integers(0, num_ids, size)
+    q_cams, g_cams = rng.integers(1, 7, size), rng.integers(1, 7, size)
+    qf = _features(rng, q_ids, 1, centres, noise)
+    gf = _features(rng, g_ids, 0, centres, noise)
+    return evaluate_distance((qf, gf)), q_ids, g_ids, q_cams, g_cams
+
+
+SCALE_PROTOCOLS = {"regdb": "plain", "vcm": "plain", "sysu": "dedup", "llcm": "dedup"}
+
+
+def scale_row(compute, problem) -> dict:
+    """Time and peak allocated memory of ``compute`` under each protocol of SCALE_PROTOCOLS."""
+    dist, q_ids, g_ids, q_cams, g_cams = problem
+    row = {"distance_matrix_mb": round(dist.nbytes / 2**20, 1)}
+    for protocol in SCALE_PROTOCOLS:
+        tracemalloc.start()
+        metrics, seconds = _timed(lambda p=protocol: compute(dist, q_ids, g_ids, q_cams, g_cams, p))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        row[protocol] = {"s": round(seconds, 3), "peak_mb": round(peak / 2**20, 1),
+                         "peak_vs_matrix": round(peak / dist.nbytes, 2),
+                         "R1": round(metrics.rank(1), 4), "mAP": round(metrics.mAP, 4)}
+    slowest = {kind: max(row[p]["s"] for p, k in SCALE_PROTOCOLS.items() if k == kind)
+               for kind in ("plain", "dedup")}
+    row["dedup_vs_plain"] = round(slowest["dedup"] / slowest["plain"], 2)
+    return row
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[5000, 10000, 20000],
+                        help="sizes N of the N x N scale rows (none: skip them)")
+    parser.add_argument("--skip-real", action="store_true",
+                        help="only the scale rows (not the SYSU/HITSZ-VCM-sized problems)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     report = {"threads": args.threads}
-    for level, noise in DIFFICULTY.items():
-        report[f"sysu_all_search_{level}"] = run(sysu_problem(rng, noise), "sysu")
-        report[f"hitsz_vcm_{level}"] = run(vcm_problem(rng, noise), "vcm")
+    if not args.skip_real:
+        for level, noise in DIFFICULTY.items():
+            report[f"sysu_all_search_{level}"] = run(sysu_problem(rng, noise), "sysu")
+            report[f"hitsz_vcm_{level}"] = run(vcm_problem(rng, noise), "vcm")
+    for size in args.sizes:
+        for level in ("strong", "random"):
+            report[f"scale_{size}_{level}"] = scale_row(
+                compute_metrics, square_problem(rng, size, SCALE_DIFFICULTY[level]))
     print(json.dumps(report, indent=2))
 
 

@@ -66,7 +66,7 @@ def _cmd_check(args) -> int:
 def _cmd_evaluate(args) -> int:
     from vireid.evaluation.evaluator import REPORTED_RANKS, evaluate_feature_file
 
-    metrics = evaluate_feature_file(args.features, args.protocol)
+    metrics = evaluate_feature_file(args.features, args.protocol, distance=args.distance)
     if args.json:
         out = metrics.as_dict()
         out["protocol"] = args.protocol
@@ -354,8 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--features", required=True, help="safetensors file")
     ev.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))
+    ev.add_argument("--distance", default="cosine", choices=("cosine", "euclidean"),
+                    help="cosine of L2-normalised features (default) or Euclidean distance "
+                    "of the features as given")
     ev.add_argument("--json", action="store_true",
-                    help="print one JSON object: cmc (ranks 1..20), mAP, mINP as fractions")
+                    help="print one JSON object: cmc (ranks 1..20, fewer when the ranked "
+                    "lists are shorter), mAP, mINP as fractions")
     ev.set_defaults(func=_cmd_evaluate)
 
     tr = sub.add_parser("train", help="train a method (multi-GPU: torchrun ... -m vireid train)")

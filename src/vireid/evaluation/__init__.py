@@ -1,6 +1,27 @@
 """Evaluation: vectorised CMC/mAP/mINP under each benchmark's protocol."""
 
-from vireid.evaluation.evaluator import evaluate_features, load_feature_file, summarize
-from vireid.evaluation.metrics import Metrics, compute_metrics
+from vireid.evaluation.evaluator import (
+    evaluate_features,
+    feature_distances,
+    load_feature_file,
+    select_splits,
+    summarize,
+)
+from vireid.evaluation.metrics import (
+    DegenerateFeaturesWarning,
+    Metrics,
+    compute_metrics,
+    warn_degenerate,
+)
 
-__all__ = ["Metrics", "compute_metrics", "evaluate_features", "load_feature_file", "summarize"]
+__all__ = [
+    "DegenerateFeaturesWarning",
+    "Metrics",
+    "compute_metrics",
+    "evaluate_features",
+    "feature_distances",
+    "load_feature_file",
+    "select_splits",
+    "summarize",
+    "warn_degenerate",
+]

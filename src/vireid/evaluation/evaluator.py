@@ -28,6 +28,32 @@ def l2_normalize(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=1)
 
 
+DISTANCES = ("cosine", "euclidean")
+"""Rankings ``evaluate_features`` offers (``eval.distance``)."""
+
+
+def feature_distances(query_features, gallery_features, distance: str = "cosine",
+                      normalize: bool | None = None) -> torch.Tensor:
+    """(Q, G) distances: ``cosine`` is the negative cosine similarity (features
+    L2-normalised), ``euclidean`` the Euclidean distance of the features as given
+    (``normalize=True`` L2-normalises them first, which ranks as cosine does)."""
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+    qf = torch.as_tensor(query_features)
+    gf = torch.as_tensor(gallery_features)
+    if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
+        raise ValueError(
+            f"features must be (N, D) matrices of one width; got query {tuple(qf.shape)} "
+            f"and gallery {tuple(gf.shape)}"
+        )
+    if normalize is None:
+        normalize = distance == "cosine"
+    qf, gf = (l2_normalize(qf), l2_normalize(gf)) if normalize else (qf.float(), gf.float())
+    if distance == "euclidean":
+        return torch.cdist(qf, gf)
+    return -(qf @ gf.T)
+
+
 def evaluate_features(
     query_features,
     gallery_features,
@@ -36,35 +62,34 @@ def evaluate_features(
     query_cams,
     gallery_cams,
     protocol: str | ProtocolRules,
-    normalize: bool = True,
+    normalize: bool | None = None,
     rerank: Any = None,
+    distance: str = "cosine",
 ) -> Metrics:
-    """Ranks the gallery for every query by cosine similarity and scores it.
+    """Ranks the gallery for every query and scores it.
 
-    Features are L2-normalised first (``normalize=False`` ranks by raw dot
-    product). The query and gallery sets are evaluated as given: the protocol
-    only selects the keep rule and the CMC variant. ``rerank``: None/False ranks
-    by the plain distance; True, a mapping or an object with ``k1``, ``k2``,
-    ``lambda_value`` (``cfg.eval.rerank``) applies k-reciprocal re-ranking
-    (:mod:`vireid.evaluation.rerank`).
+    ``distance="cosine"`` (default) L2-normalises the features and ranks by
+    cosine similarity (``normalize=False``: by raw dot product);
+    ``"euclidean"`` ranks by the Euclidean distance of the features as given
+    (``normalize=True`` normalises them first). The query and gallery sets are
+    evaluated as given: the protocol only selects the keep rule and the CMC
+    variant. ``rerank``: None/False ranks by the plain distance; True, a mapping
+    or an object with ``k1``, ``k2``, ``lambda_value`` (``cfg.eval.rerank``)
+    applies k-reciprocal re-ranking (:mod:`vireid.evaluation.rerank`) to the
+    (normalised, for cosine) features. Warns when many distances are tied.
     """
-    qf = torch.as_tensor(query_features)
-    gf = torch.as_tensor(gallery_features)
-    if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
-        raise ValueError(
-            f"features must be (N, D) matrices of one width; got query {tuple(qf.shape)} "
-            f"and gallery {tuple(gf.shape)}"
-        )
-    if normalize:
-        qf, gf = l2_normalize(qf), l2_normalize(gf)
-    else:
-        qf, gf = qf.float(), gf.float()
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
+    if normalize is None:
+        normalize = distance == "cosine"
     if rerank is not None and rerank is not False:
         from vireid.evaluation.rerank import rerank_distances
 
+        qf, gf = torch.as_tensor(query_features), torch.as_tensor(gallery_features)
+        qf, gf = (l2_normalize(qf), l2_normalize(gf)) if normalize else (qf.float(), gf.float())
         distances = rerank_distances(qf, gf, rerank)
     else:
-        distances = -(qf @ gf.T)
+        distances = feature_distances(query_features, gallery_features, distance, normalize)
     return compute_metrics(distances, query_ids, gallery_ids, query_cams, gallery_cams, protocol)
 
 
@@ -102,11 +127,12 @@ def load_feature_file(path: str | Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def evaluate_feature_file(path: str | Path, protocol: str) -> Metrics:
+def evaluate_feature_file(path: str | Path, protocol: str, distance: str = "cosine") -> Metrics:
+    """Scores a feature file (:func:`load_feature_file`) under ``protocol``."""
     t = load_feature_file(path)
     return evaluate_features(
         t["query_features"], t["gallery_features"], t["query_ids"], t["gallery_ids"],
-        t["query_cams"], t["gallery_cams"], protocol,
+        t["query_cams"], t["gallery_cams"], protocol, distance=distance,
     )
 
 
@@ -187,14 +213,16 @@ def evaluate_method(
     batch_size: int = 64,
     splits: Sequence[str] | None = None,
     rerank: Any = None,
+    distance: str = "cosine",
 ) -> dict:
     """Scores ``method`` on every evaluation split of ``data`` (or those named in ``splits``).
 
     Each distinct test sample is embedded once, however many trials and
     directions use it. Returns :func:`summarize`'s table plus ``"splits"``:
-    one row per split with its full CMC. ``rerank``: as in :func:`evaluate_features`.
+    one row per split with its full CMC. ``rerank``, ``distance`` (``eval.distance``):
+    as in :func:`evaluate_features`.
     """
-    chosen = _select_splits(data.splits, splits)
+    chosen = select_splits(data.splits, splits)
     index: dict[Sample, int] = {}
     for split in chosen:
         for sample in (*split.query, *split.gallery):
@@ -208,7 +236,7 @@ def evaluate_method(
             features[q], features[g],
             [s.pid for s in split.query], [s.pid for s in split.gallery],
             [s.camera for s in split.query], [s.camera for s in split.gallery],
-            split.protocol, rerank=rerank,
+            split.protocol, rerank=rerank, distance=distance,
         )
         results.append((split.name, split.direction, split.trial, metrics))
     summary = summarize(results)
@@ -218,13 +246,22 @@ def evaluate_method(
     return summary
 
 
-def _select_splits(available: Sequence[EvalSplit], names: Sequence[str] | None) -> list[EvalSplit]:
+def select_splits(available: Sequence[EvalSplit], names: Sequence[str] | None) -> list[EvalSplit]:
+    """The splits named in ``names`` (a split name or a setting such as ``all-search``);
+    all of them when ``names`` is empty. Raises ``ValueError`` naming the unknown
+    ones and the available settings: call it before training (``eval.splits``)."""
     if not names:
         return list(available)
-    chosen = [s for s in available if any(s.name == n or s.name.startswith(f"{n}/") for n in names)]
-    if not chosen:
+    def matches(split: EvalSplit, name: str) -> bool:
+        return split.name == name or split.name.startswith(f"{name}/")
+
+    unknown = [n for n in names if not any(matches(s, n) for s in available)]
+    if unknown:
         raise ValueError(
-            f"no evaluation split matches {list(names)}; available: "
+            f"eval.splits: no evaluation split matches {unknown}; available: "
             f"{sorted({_TRIAL.sub('', s.name) for s in available})}"
         )
-    return chosen
+    return [s for s in available if any(matches(s, n) for n in names)]
+
+
+_select_splits = select_splits  # the former private name
