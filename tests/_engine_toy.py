@@ -68,7 +68,7 @@ class ToyMethod(Method):
         )
         self.prompt = nn.Parameter(torch.zeros(hidden))
         self.head = nn.Linear(hidden, num_ids)
-        self.data = ToyData(num_ids, per_id, dim, seed)
+        self.toy_data = ToyData(num_ids, per_id, dim, seed)
         self.sampler_args = dict(
             num_identities=identities_per_batch, num_instances=instances_per_identity,
             seed=seed, rank=rank, world_size=world_size, num_batches=num_batches,
@@ -80,11 +80,11 @@ class ToyMethod(Method):
         self.observe: Callable[[str, dict[str, Any]], None] | None = None
 
     def make_sampler(self) -> IdentitySampler:
-        return IdentitySampler(self.data.labels.tolist(), **self.sampler_args)
+        return IdentitySampler(self.toy_data.labels.tolist(), **self.sampler_args)
 
     def _stage(self, name: str, groups: Callable[[], list[ParamGroup]], train_modules=None) -> Stage:
         sampler = self.make_sampler()
-        loader = DataLoader(self.data, batch_sampler=sampler, num_workers=self.workers)
+        loader = DataLoader(self.toy_data, batch_sampler=sampler, num_workers=self.workers)
         return Stage(
             name=name, param_groups=groups, loader=loader,
             step=lambda batch: self._step(name, batch), sampler=sampler,

@@ -131,4 +131,4 @@ def test_model_options_reach_the_backbone(datasets):
     _, method = build(_config(datasets, "sysu", "tiny-vit", "model.patch_stride=8",
                               "model.camera_embedding=true"))
     assert method.clip.visual.grid_size == (7, 3)  # 16-pixel patches every 8 pixels of 64x32
-    assert method.clip.visual.num_cameras == len(method.camera_index) > 1
+    assert method.clip.visual.num_cameras == len(method.spec.cameras) > 1

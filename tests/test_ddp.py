@@ -106,7 +106,7 @@ class PairedLoader:
     """One process, the global batch of each step: rank 0's batch followed by rank 1's."""
 
     def __init__(self, method: ToyMethod) -> None:
-        self.data = method.data
+        self.data = method.toy_data
         self.samplers = [
             ToyMethod(rank=r, world_size=WORLD_SIZE, **TOY).make_sampler()
             for r in range(WORLD_SIZE)

@@ -252,7 +252,7 @@ def shuffled_loader_method() -> ToyMethod:
     def stages():
         out = []
         for stage in original():
-            stage.loader = DataLoader(method.data, batch_size=5, shuffle=True, drop_last=True)
+            stage.loader = DataLoader(method.toy_data, batch_size=5, shuffle=True, drop_last=True)
             stage.sampler = None
             out.append(stage)
         return out

@@ -79,3 +79,24 @@ class ReIDData:
     splits: list[EvalSplit]
     num_classes: int = 0
     extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a method is built from besides its config: the dataset's name, number of
+    training identities, camera numbers (rows of a camera embedding) and whether its
+    samples are tracklets. Methods keep its numbers in their state dict, so every
+    checkpoint holds them and a model is rebuilt from a checkpoint alone."""
+
+    name: str
+    num_classes: int
+    cameras: tuple[int, ...]
+    is_video: bool
+
+    @classmethod
+    def of(cls, data: ReIDData) -> DataSpec:
+        """The spec of a loaded dataset: cameras of its training and test samples, sorted."""
+        cameras = {s.camera for s in data.train} | {
+            s.camera for split in data.splits for s in (*split.query, *split.gallery)}
+        return cls(data.name, int(data.num_classes), tuple(sorted(int(c) for c in cameras)),
+                   any(s.is_tracklet for s in data.train[:1]))

@@ -4,10 +4,11 @@
 each with the settings of ``cfg.train.stages[<stage name>]``::
 
     for each stage (epochs > 0):
-        freeze every parameter but the stage's; stage.setup(); train/eval modes
+        freeze every parameter but the stage's (and those frozen when the method was
+        built: they stay frozen); stage.setup(); train/eval modes
         build the optimiser, the lr schedule and (fp16 on CUDA) the grad scaler
         for each epoch:
-            sampler.set_epoch(epoch); stage.on_epoch_start(epoch)
+            sampler.set_epoch(epoch); the loader's dataset .set_epoch(epoch); stage.on_epoch_start(epoch)
             for each batch:  (schedule_by=step: set the lr)
                 outputs = stage.step(batch)  under autocast
                 stop on a non-finite loss; backward; average gradients (DDP)
@@ -37,6 +38,7 @@ after ``backward``; only rank 0 writes logs and checkpoints and runs the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -272,6 +274,8 @@ class Trainer:
         if checkpoint_every_steps is not None and checkpoint_every_steps < 1:
             raise ValueError(f"checkpoint_every_steps must be >= 1, got {checkpoint_every_steps}")
         self.method = method
+        self.frozen = {id(p) for p in method.parameters() if not p.requires_grad}
+        """Parameters frozen when the method was built: they stay frozen in every stage."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.evaluate = evaluate
@@ -354,6 +358,8 @@ class Trainer:
             self.method.eval()
             return result
         finally:
+            for param in self.method.parameters():  # as built: only construction freezes
+                param.requires_grad_(id(param) not in self.frozen)
             self.log.close()
 
     # ------------------------------------------------------------------ setup
@@ -445,7 +451,8 @@ class Trainer:
     def _begin_stage(self, index: int, stage: Stage, stage_cfg: StageConfig) -> None:
         """Freeze, set up, set modes and build the optimiser of ``stage``."""
         self.stage_index, self.stage, self.stage_cfg = index, stage, stage_cfg
-        groups = list(stage.param_groups())
+        groups = [dataclasses.replace(g, params=[p for p in g.params if id(p) not in self.frozen])
+                  for g in stage.param_groups()]
         self.trainable = trainable_parameters(self.method, groups, stage.name)
         for param in self.method.parameters():
             param.requires_grad_(False)
@@ -558,6 +565,9 @@ class Trainer:
                     )
                 stage.sampler.load_state_dict(rank_state["sampler"])
             stage.sampler.set_epoch(epoch)
+        dataset = getattr(stage.loader, "dataset", None)
+        if callable(getattr(dataset, "set_epoch", None)):  # per-epoch augmentation streams
+            dataset.set_epoch(epoch)
         if stage.on_epoch_start is not None:
             stage.on_epoch_start(epoch)
         if skip and checkpoint is not None:

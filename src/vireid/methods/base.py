@@ -23,7 +23,7 @@ from vireid.config import Config
 from vireid.data.loaders import TrackletDataset, collate_samples, seed_worker
 from vireid.data.samplers import CrossModalIdentitySampler
 from vireid.data.transforms import build_transforms, train_transforms_from_config
-from vireid.data.types import ReIDData, Sample
+from vireid.data.types import DataSpec, ReIDData, Sample
 from vireid.models.clip import build_clip
 
 
@@ -76,35 +76,55 @@ class Stage:
 class Method(nn.Module):
     """Base class of every method (one file per method under ``vireid.methods``).
 
-    ``__init__`` keeps ``cfg`` (the resolved Config), ``data`` (the ReIDData),
-    ``rank`` and ``world_size``, whether the data are tracklets (``is_video``) and
-    the table from camera ids to camera-embedding rows (``camera_index``: every
-    camera of the training and test samples, sorted). Subclasses that embed
-    cameras keep their CLIP model in ``self.clip``.
+    ``__init__`` keeps ``cfg`` (the resolved Config), ``spec`` (the
+    :class:`~vireid.data.types.DataSpec`: number of identities, cameras, tracklets or
+    not; its numbers are buffers of the state dict, ``data_num_classes`` and
+    ``data_cameras``, the sorted camera numbers that index the camera-embedding rows),
+    ``rank`` and ``world_size`` and whether the data are tracklets (``is_video``). The
+    training data (``data``) are attached by
+    :func:`~vireid.methods.build_method` for training only. Subclasses that embed
+    cameras keep their CLIP model in ``self.clip``; a subclass is registered with
+    ``@register_method`` and names its schema in ``Options``.
     """
 
     name: str = "method"
+    """Set by ``@register_method`` from the schema's ``name``."""
     fixed_frames_export: bool = False
     """Video methods whose graph depends on the clip length T (e.g. LSMRL's frame
     groups) set this: their ONNX export takes clips of the test T only."""
 
-    def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: Config, spec: DataSpec, rank: int = 0, world_size: int = 1):
         super().__init__()
-        self.cfg, self.data, self.rank, self.world_size = cfg, data, rank, world_size
-        self.is_video = any(s.is_tracklet for s in data.train[:1])
-        cameras = sorted({s.camera for s in data.train} | {
-            s.camera for split in data.splits for s in (*split.query, *split.gallery)
-        })
-        self.camera_index = {c: i for i, c in enumerate(cameras)}
+        self.cfg, self.spec, self.rank, self.world_size = cfg, spec, rank, world_size
+        self._data: ReIDData | None = None
+        self.is_video = spec.is_video
+        # the spec in the state dict, so that every checkpoint can rebuild the model
+        self.register_buffer("data_num_classes", torch.tensor(spec.num_classes))
+        self.register_buffer("data_cameras", torch.tensor(spec.cameras, dtype=torch.long))
+
+    def attach_data(self, data: ReIDData) -> None:
+        """The training data of :meth:`stages` (a method built from a spec alone has none)."""
+        if DataSpec.of(data) != self.spec:
+            raise ValueError(f"dataset {data.name!r} does not match the method's data spec "
+                             f"({DataSpec.of(data)} vs {self.spec})")
+        self._data = data
+
+    @property
+    def data(self) -> ReIDData:
+        """The training data; an error for a model built for inference only."""
+        if self._data is None:
+            raise RuntimeError(f"{type(self).__name__} was built from a data spec alone (for "
+                               "inference); build it with build_method(cfg, data) to train")
+        return self._data
 
     def _build_clip(self, **options: Any):
         """The CLIP model of ``cfg.model`` at ``data.image_size`` (one camera-embedding
-        row per camera of ``camera_index`` when ``model.camera_embedding``)."""
+        row per camera of the spec when ``model.camera_embedding``)."""
         m = self.cfg.model
         return build_clip(
             m.backbone, tuple(self.cfg.data.image_size), weights=m.weights,
             pretrained=m.pretrained, last_stride=m.last_stride, patch_stride=m.patch_stride,
-            num_cameras=len(self.camera_index) if m.camera_embedding else 0,
+            num_cameras=len(self.spec.cameras) if m.camera_embedding else 0,
             camera_scale=m.camera_embedding_scale, frozen=m.frozen, **options,
         )
 
@@ -113,21 +133,24 @@ class Method(nn.Module):
         label = type(self).__name__
         if video is True and not self.is_video:
             raise self.cfg.error("data.name", f"{label} is a video method; dataset "
-                                              f"{self.data.name!r} has no tracklets (use vcm or bupt)")
+                                              f"{self.spec.name!r} has no tracklets (use vcm or bupt)")
         if video is False and self.is_video:
             raise self.cfg.error("data.name", f"{label} is an image method; "
-                                              f"{self.data.name!r} holds tracklets")
+                                              f"{self.spec.name!r} holds tracklets")
         if vit and self.clip.visual.kind != "vit":
             raise self.cfg.error("model.backbone", f"{label} needs a ViT backbone (token-level "
                                                    f"interaction), got {self.cfg.model.backbone!r}")
 
     def _cameras(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        """Camera-embedding rows of a batch (None when the model has no camera embedding);
-        a camera unseen when the method was built gets row 0."""
+        """Camera-embedding rows of a batch's dataset camera numbers (None when the model
+        has no camera embedding); a camera unseen when the method was built gets row 0.
+        Tensor operations only, so that an exported graph maps camera numbers itself."""
         if self.clip.visual.num_cameras == 0:
             return None
-        return torch.tensor([self.camera_index.get(int(c), 0) for c in batch["camera"].tolist()],
-                            device=batch["image"].device)
+        camera = batch["camera"].to(self.data_cameras.device).long()
+        match = camera[:, None] == self.data_cameras[None, :]  # (B, cameras): one True or none
+        rows = torch.arange(len(self.data_cameras), device=camera.device)
+        return (match.long() * rows).sum(1)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device

@@ -30,55 +30,39 @@ Deviations and assumptions:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from vireid.config import Config, MethodConfig, register_method_schema
+from vireid.config import Config
+from vireid.config.methods.clipreid import ClipReIDConfig
 from vireid.data.loaders import ImageDataset, TrackletDataset
 from vireid.data.samplers import ShuffledBatchSampler
 from vireid.data.transforms import build_transforms, train_transforms_from_config
-from vireid.data.types import ReIDData, Sample
+from vireid.data.types import DataSpec, Sample
 from vireid.losses import batch_hard_triplet_loss, image_text_supcon
+from vireid.methods import register_method
 from vireid.methods.base import Method, ParamGroup, Stage
 from vireid.models.heads import BNNeck, Classifier
 from vireid.models.prompts import PromptLearner
 
 
-class ClipReIDConfig(MethodConfig):
-    """Options of the CLIP-ReID baseline (defaults: the paper's recipe)."""
-
-    name: Literal["clipreid"] = "clipreid"
-    template: str = Field("A photo of a X X X X person.", description="Prompt; each X is learned.")
-    id_loss_weight: float = Field(0.25, ge=0, description="Weight of each ID cross-entropy.")
-    label_smoothing: float = Field(0.1, ge=0, lt=1, description="ID cross-entropy smoothing.")
-    triplet_weight: float = Field(1.0, ge=0, description="Weight of the triplet terms.")
-    triplet_margin: float | None = Field(0.3, description="Triplet margin; null = soft margin.")
-    i2t_weight: float = Field(1.0, ge=0, description="Weight of the image->text cross-entropy.")
-    neck_feat: Literal["after", "before"] = Field(
-        "after", description="Inference feature after or before the BN necks."
-    )
-
-
-register_method_schema("clipreid", ClipReIDConfig)
-
-
+@register_method
 class ClipReID(Method):
     """CLIP-ReID on a CLIP image encoder (ViT or ResNet), images or tracklets."""
 
-    name = "clipreid"
+    Options = ClipReIDConfig
 
-    def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
-        super().__init__(cfg, data, rank, world_size)
+    def __init__(self, cfg: Config, spec: DataSpec, rank: int = 0, world_size: int = 1):
+        super().__init__(cfg, spec, rank, world_size)
         self.options: ClipReIDConfig = cfg.method  # type: ignore[assignment]
         self.clip = self._build_clip()
         # Parts frozen by model.frozen never train, whatever the stage.
         self._frozen = {id(p) for p in self.clip.parameters() if not p.requires_grad}
         visual = self.clip.visual
-        num_classes = data.num_classes
+        num_classes = spec.num_classes
         self.prompts = PromptLearner(self.clip, num_classes, template=self.options.template)
         self.neck = BNNeck(visual.width)
         self.neck_proj = BNNeck(visual.embed_dim)
@@ -191,13 +175,10 @@ class ClipReID(Method):
         def setup():
             """Text features of every identity, once; frozen for the stage."""
             self.eval()
-            labels = torch.arange(self.data.num_classes, device=self._device())
+            labels = torch.arange(self.spec.num_classes, device=self._device())
             with torch.no_grad():
                 chunks = [self._text_features(chunk) for chunk in labels.split(256)]
             self.text_features.copy_(torch.cat(chunks).float())
-
-        def on_epoch_start(epoch: int) -> None:
-            dataset.set_epoch(epoch)
 
         def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
             labels = batch["label"]
@@ -226,6 +207,5 @@ class ClipReID(Method):
             sampler=sampler,
             step=step,
             setup=setup,
-            on_epoch_start=on_epoch_start,
             train_modules=lambda: [self.clip.visual, *heads],
         )

@@ -77,23 +77,24 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from vireid.config import Config, MethodConfig, register_method_schema
+from vireid.config import Config
+from vireid.config.methods.csdn import CSDNConfig
 from vireid.data.loaders import ImageDataset
 from vireid.data.samplers import CrossModalIdentitySampler, ShuffledBatchSampler
 from vireid.data.transforms import build_transforms, train_transforms_from_config
-from vireid.data.types import Modality, ReIDData, Sample
+from vireid.data.types import DataSpec, Modality, Sample
 from vireid.losses import (
     image_text_supcon,
     modality_shared_enhancement_loss,
     weighted_regularized_triplet_loss,
 )
+from vireid.methods import register_method
 from vireid.methods.base import Method, ParamGroup, Stage
 from vireid.models.heads import Classifier, GeM
 from vireid.models.prompts import PromptLearner
@@ -109,42 +110,6 @@ CAJ channel erasing), so that the data.augment switches alone add the second vis
 with channel exchange and the infrared adaptive gray (the CSDN configs turn both on)."""
 
 
-class CSDNConfig(MethodConfig):
-    """Options of CSDN (defaults: the official code's recipe)."""
-
-    name: Literal["csdn"] = "csdn"
-    template: str = Field("A photo of a X X X X person.", description="Prompt; each X is learned.")
-    prompts: Literal["modality_specific", "shared"] = Field(
-        "modality_specific", description="One prompt learner per modality, or one for both."
-    )
-    fusion: Literal["attention", "sum", "visible_only"] = Field(
-        "attention", description="SII: attention fusion, t^v + t^r, or t^v alone."
-    )
-    fusion_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout after q, k, v (SII).")
-    stems: Literal["modality_specific", "shared"] = Field(
-        "modality_specific", description="A stem per modality, or one shared stem."
-    )
-    stem_relu: Literal["last", "all"] = Field(
-        "last", description="ResNet stem: ReLU after bn3 only (official code) or after each BN (CLIP)."
-    )
-    gem_p: float = Field(3.0, gt=0, description="Initial GeM exponent (learned).")
-    msel: bool = Field(True, description="Modality-shared enhancement loss on f and g.")
-    msel_weight: float = Field(1.0, ge=0, description="Weight of each MSEL term.")
-    id_loss_weight: float = Field(1.0, ge=0, description="Weight of each ID cross-entropy.")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="ID cross-entropy smoothing.")
-    triplet_weight: float = Field(0.15, ge=0, description="Weight of the WRT terms (lambda1).")
-    i2t_visible_weight: float = Field(
-        0.05, ge=0, description="Weight of CE(g^v . T^f) (lambda2)."
-    )
-    i2t_infrared_weight: float = Field(
-        0.10, ge=0, description="Weight of CE(g^r . T^f) (lambda3)."
-    )
-    sample_with_replacement: bool = Field(
-        True, description="Draw the K images of an identity with replacement (official sampler)."
-    )
-
-
-register_method_schema("csdn", CSDNConfig)
 
 
 class SemanticFusion(nn.Module):
@@ -179,13 +144,14 @@ class SemanticFusion(nn.Module):
         return fused.squeeze(1) if single else fused
 
 
+@register_method
 class CSDN(Method):
     """CSDN on a CLIP image encoder (RN50 or ViT), images only."""
 
-    name = "csdn"
+    Options = CSDNConfig
 
-    def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
-        super().__init__(cfg, data, rank, world_size)
+    def __init__(self, cfg: Config, spec: DataSpec, rank: int = 0, world_size: int = 1):
+        super().__init__(cfg, spec, rank, world_size)
         self.options: CSDNConfig = cfg.method  # type: ignore[assignment]
         o = self.options
         self._require(video=False)
@@ -208,7 +174,7 @@ class CSDN(Method):
         # Parts frozen by model.frozen never train, whatever the stage.
         self._frozen = {id(p) for p in self.parameters() if not p.requires_grad}
 
-        num_classes = data.num_classes
+        num_classes = spec.num_classes
         feature_dim, embed_dim = visual.width, visual.embed_dim
         self.gem = None if self.is_vit else GeM(o.gem_p)
         self.bn_f = nn.BatchNorm1d(feature_dim)
@@ -382,7 +348,7 @@ class CSDN(Method):
     @torch.no_grad()
     def identity_text_features(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(t^v, t^r) of every identity, (C, d) each, with the current prompts."""
-        labels = torch.arange(self.data.num_classes, device=self._device())
+        labels = torch.arange(self.spec.num_classes, device=self._device())
         visible = torch.cat([self.text_features_of(c, Modality.VISIBLE) for c in labels.split(256)])
         infrared = torch.cat([self.text_features_of(c, Modality.INFRARED) for c in labels.split(256)])
         return visible.float(), infrared.float()
@@ -467,9 +433,6 @@ class CSDN(Method):
             self.text_features.copy_(self.fuse(text_v, text_r).float())
             self.train(was_training)
 
-        def on_epoch_start(epoch: int) -> None:
-            dataset.set_epoch(epoch)
-
         def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
             labels, modality = batch["label"], batch["modality"]
             f, g = self.encode(batch["image"], modality)
@@ -506,6 +469,5 @@ class CSDN(Method):
                 ParamGroup("heads", [p for h in self.heads for p in h.parameters()]),
             ],
             loader=loader, sampler=sampler, step=step, setup=setup,
-            on_epoch_start=on_epoch_start,
             train_modules=lambda: [self.clip.visual, *stem_ir, *self.heads],
         )

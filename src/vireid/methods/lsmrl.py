@@ -55,20 +55,21 @@ ViT recipe).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
 from torch import nn
 
-from vireid.config import Config, MethodConfig, register_method_schema
-from vireid.data.types import ReIDData, Sample
+from vireid.config import Config
+from vireid.config.methods.lsmrl import LSMRLConfig
+from vireid.data.types import DataSpec, Sample
 from vireid.losses import (
     batch_hard_triplet_loss,
     center_text_contrastive_loss,
     cross_modal_center_loss,
 )
+from vireid.methods import register_method
 from vireid.methods.base import Method, ParamGroup, Stage
 from vireid.models.heads import BNNeck, Classifier
 from vireid.models.prompts import PromptLearner
@@ -79,62 +80,6 @@ from vireid.models.temporal import (
     default_heads,
     spatial_temporal_blocks,
 )
-
-SHARED_TEMPLATE = "A X X X X person observed in both day and night conditions."
-"""LSMRL's modality-shared prompt (methods.md section 3); each X is learned."""
-
-
-class LSMRLConfig(MethodConfig):
-    """Options of LSMRL (defaults: methods.md section 3; all assumptions, see the module)."""
-
-    name: Literal["lsmrl"] = "lsmrl"
-    # STFL
-    stfl: bool = Field(True, description="Spatial-temporal blocks (off: frames independent).")
-    basic_blocks: int = Field(6, ge=0, description="STFL: first blocks, frames independent.")
-    grouped_blocks: int = Field(3, ge=0, description="STFL: next blocks, grouped frames; the "
-                                "remaining blocks use the temporal patch shift.")
-    group_size: int = Field(2, ge=1, description="STFL: consecutive frames per group (G).")
-    shift_share: float = Field(0.25, ge=0, le=1, description="STFL: share of patch positions "
-                               "shifted (half from t-1, half from t+1).")
-    # SD
-    template: str = Field(SHARED_TEMPLATE, description="Shared prompt; each X is learned.")
-    sd: bool = Field(True, description="Semantic diffusion of the text bank into frame tokens.")
-    sd_zero_init: bool = Field(True, description="SD output projection starts at zero.")
-    text_refresh: Literal["step", "epoch"] = Field(
-        "step", description="Text features of all identities with gradient every step, or a "
-        "bank per epoch plus the batch identities with gradient.")
-    # CMI
-    cmi: bool = Field(True, description="Cross-modal interaction block.")
-    cmi_inference: Literal["self", "skip"] = Field(
-        "self", description="At inference: the CMI block as self-attention, or skipped.")
-    heads: int | None = Field(None, ge=1, description="Heads of SD / CMI; null = D/64.")
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP width ratio of the CMI block.")
-    # losses
-    id_weight: float = Field(0.25, ge=0, description="Weight of each ID cross-entropy.")
-    label_smoothing: float = Field(0.1, ge=0, lt=1, description="ID cross-entropy smoothing.")
-    triplet_weight: float = Field(1.0, ge=0, description="Batch-hard triplet weight.")
-    triplet_margin: float | None = Field(0.3, description="Triplet margin; null = soft margin.")
-    i2t_weight: float = Field(1.0, ge=0, description="Image->text cross-entropy weight.")
-    center_weight: float = Field(1.0, ge=0, description="Cross-modal centre alignment weight "
-                                 "(0 = off).")
-    center_text_weight: float = Field(1.0, ge=0, description="Centre-to-text contrastive "
-                                      "weight (0 = off).")
-    center_text_temperature: float = Field(0.07, gt=0, description="Its temperature.")
-    # inference
-    neck_feat: Literal["after", "before"] = Field(
-        "after", description="Inference feature after or before the BN necks.")
-
-    @model_validator(mode="after")
-    def _check_layout(self) -> LSMRLConfig:
-        self.layout()
-        return self
-
-    def layout(self) -> SpatialTemporalLayout:
-        return SpatialTemporalLayout(self.basic_blocks, self.grouped_blocks, self.group_size,
-                                     self.shift_share)
-
-
-register_method_schema("lsmrl", LSMRLConfig)
 
 
 class SemanticDiffusion(nn.Module):
@@ -162,13 +107,14 @@ class SemanticDiffusion(nn.Module):
         return tokens + out.squeeze(0)
 
 
+@register_method
 class LSMRL(Method):
     """LSMRL on a CLIP ViT, for tracklets (HITSZ-VCM, BUPTCampus)."""
 
-    name = "lsmrl"
+    Options = LSMRLConfig
 
-    def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
-        super().__init__(cfg, data, rank, world_size)
+    def __init__(self, cfg: Config, spec: DataSpec, rank: int = 0, world_size: int = 1):
+        super().__init__(cfg, spec, rank, world_size)
         o: LSMRLConfig = cfg.method  # type: ignore[assignment]
         self.options = o
         self.fixed_frames_export = o.stfl  # frame groups and shifts depend on T
@@ -177,11 +123,12 @@ class LSMRL(Method):
         self._require(vit=True)
         visual = self.clip.visual
         try:
-            self.layout = o.layout()
+            self.layout = SpatialTemporalLayout(o.basic_blocks, o.grouped_blocks, o.group_size,
+                                                o.shift_share)
             self.layout.parts(len(visual.blocks))
         except ValueError as err:
             raise cfg.error("method.grouped_blocks", str(err)) from None
-        D, d, C = visual.width, visual.embed_dim, data.num_classes
+        D, d, C = visual.width, visual.embed_dim, spec.num_classes
         heads = o.heads or default_heads(D)
         if D % heads:
             raise cfg.error("method.heads", f"{heads} heads do not divide the width {D}")
@@ -334,15 +281,12 @@ class LSMRL(Method):
             loader=self._loader(dataset, batch_sampler=sampler),
             sampler=sampler,
             step=self.training_losses,
-            on_epoch_start=self._on_epoch_start(dataset),
+            on_epoch_start=self._on_epoch_start,
             train_modules=lambda: [m for m in (self.clip.visual, self.prompts, self.sd, self.cmi,
                                                self.neck, self.neck_proj, self.classifier,
                                                self.classifier_proj) if m is not None],
         )]
 
-    def _on_epoch_start(self, dataset):
-        def on_epoch_start(epoch: int) -> None:
-            dataset.set_epoch(epoch)
-            if self.options.text_refresh == "epoch":
-                self.refresh_text_bank()
-        return on_epoch_start
+    def _on_epoch_start(self, epoch: int) -> None:
+        if self.options.text_refresh == "epoch":
+            self.refresh_text_bank()

@@ -68,17 +68,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vireid.config import Config, MethodConfig, register_method_schema
+from vireid.config import Config
+from vireid.config.methods.xreid import XReIDConfig
 from vireid.data.loaders import TrackletDataset
-from vireid.data.types import ReIDData, Sample
+from vireid.data.types import DataSpec, Sample
 from vireid.engine.distributed import all_reduce_mean, get_world_size
 from vireid.losses import (
     CrossModalPrototypes,
@@ -86,6 +86,7 @@ from vireid.losses import (
     cross_modal_consistency_loss,
 )
 from vireid.losses.prototype import prototype_sums
+from vireid.methods import register_method
 from vireid.methods.base import Method, ParamGroup, Stage
 from vireid.models.heads import BNNeck, Classifier
 from vireid.models.temporal import (
@@ -97,67 +98,14 @@ from vireid.models.temporal import (
 )
 
 
-class XReIDConfig(MethodConfig):
-    """Options of X-ReID (defaults: the paper's method; see the module docstring)."""
-
-    name: Literal["xreid"] = "xreid"
-    # ablation switches
-    sii: bool = Field(True, description="Short-term intra-modal interaction (SII).")
-    lii: bool = Field(True, description="Long-term intra-modal interaction (LII).")
-    cii: bool = Field(True, description="Cross-modal interaction + CMCL (training only).")
-    cpc: bool = Field(True, description="Prototype memories + CPCL (off: plain ID loss).")
-    # MII
-    sii_stride: int = Field(1, ge=1, description="SII temporal shift stride S.")
-    sii_fold_div: int = Field(4, ge=2, description="SII: 1/fold_div of channels per direction.")
-    sii_blocks: int = Field(2, ge=1, description="SII cross-attention blocks (paper: 2).")
-    lii_stride: int = Field(2, ge=1, description="LII: class token of frame t-S queries frame t.")
-    lii_blocks: int = Field(1, ge=1, description="LII cross-attention blocks.")
-    lii_edge: Literal["cyclic", "self"] = Field(
-        "cyclic", description="LII source of frames t < S: (t-S) mod T, or the frame itself.")
-    mii_heads: int | None = Field(None, ge=1, description="Heads of the new blocks; null = D/64.")
-    mlp_ratio: float = Field(4.0, gt=0, description="MLP width ratio of the new blocks.")
-    detach_mii_input: bool = Field(
-        True, description="MII/CII read the backbone tokens without gradient (X-ReID code).")
-    camera_tokens: Literal["all", "cls"] = Field(
-        "all", description="Tokens that receive the camera embedding (paper: all; code: cls).")
-    # CPC
-    memory_momentum: float = Field(0.2, ge=0, lt=1, description="mu (paper 0.2, code 0.1).")
-    memory_temperature: float = Field(0.05, gt=0, description="tau of CPCL (code: 0.05).")
-    memory_update_source: Literal["other", "both"] = Field(
-        "other", description="Hard sample from the other modality (paper) or both (code).")
-    memory_rebuild: Literal["every_epoch", "once"] = Field(
-        "every_epoch", description="Rebuild the prototypes at every epoch (code) or once.")
-    memory_sampling: Literal["first_of_chunk", "evenly", "rrs", "random_sorted"] | None = Field(
-        None, description="Frames of the memory pass; null = data.video.test_sampling "
-        "(first_of_chunk when that is dense).")
-    memory_num_frames: int | None = Field(
-        None, ge=1, description="T of the memory pass; null = the test T.")
-    # losses
-    id_weight: float = Field(1.0, ge=0, description="ID cross-entropy weight (code: 0.25).")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="ID cross-entropy smoothing.")
-    triplet_weight: float = Field(1.0, ge=0, description="Batch-hard triplet weight.")
-    triplet_margin: float | None = Field(0.3, description="Triplet margin; null = soft margin.")
-    cpcl_weight: float = Field(1.0, ge=0, description="CPCL weight.")
-    cmcl_weight: float = Field(1.0, ge=0, description="CMCL weight.")
-    cmcl_reduction: Literal["mean", "sum"] = Field(
-        "mean", description="CMCL over channels: mean (MSE) or sum (squared distance).")
-    frame_id_loss: bool = Field(True, description="Frame-level ID terms (X-ReID code).")
-    frame_id_weight: float | None = Field(
-        None, ge=0, description="Weight of the frame-level ID terms; null = 1/T (code).")
-    # inference
-    mii_neck: bool = Field(True, description="BN-neck on O in the inference feature (code).")
-
-
-register_method_schema("xreid", XReIDConfig)
-
-
+@register_method
 class XReID(Method):
     """X-ReID on a CLIP ViT image encoder, for tracklets (HITSZ-VCM, BUPTCampus)."""
 
-    name = "xreid"
+    Options = XReIDConfig
 
-    def __init__(self, cfg: Config, data: ReIDData, rank: int = 0, world_size: int = 1):
-        super().__init__(cfg, data, rank, world_size)
+    def __init__(self, cfg: Config, spec: DataSpec, rank: int = 0, world_size: int = 1):
+        super().__init__(cfg, spec, rank, world_size)
         o: XReIDConfig = cfg.method  # type: ignore[assignment]
         self.options = o
         self._require(video=True)
@@ -168,7 +116,7 @@ class XReID(Method):
         self.clip.text = None  # X-ReID uses the image encoder only
         visual = self.clip.visual
         self._require(vit=True)
-        D, d, C = visual.width, visual.embed_dim, data.num_classes
+        D, d, C = visual.width, visual.embed_dim, spec.num_classes
         heads = o.mii_heads or default_heads(D)
         if D % heads:
             raise cfg.error("method.mii_heads", f"{heads} heads do not divide the width {D}")
@@ -279,7 +227,7 @@ class XReID(Method):
         modes = [(module, module.training) for module in self.modules()]
         self.eval()
         device = self._device()
-        C, dim = self.data.num_classes, self.width + self.embed_dim
+        C, dim = self.spec.num_classes, self.width + self.embed_dim
         sums = torch.zeros(2, C, dim, device=device)
         counts = torch.zeros(2, C, device=device)
         amp = (torch.autocast(device.type, dtype=torch.bfloat16 if self.cfg.train.amp_dtype ==
@@ -387,7 +335,6 @@ class XReID(Method):
         o = self.options
 
         def on_epoch_start(epoch: int) -> None:
-            dataset.set_epoch(epoch)
             if self.prototypes is None:
                 return
             if o.memory_rebuild == "every_epoch" or not bool(self.prototypes.ready):

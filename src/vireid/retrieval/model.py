@@ -2,12 +2,8 @@
 
 A checkpoint written by ``vireid train`` carries the resolved config and the
 method's weights, so loading needs nothing else: no dataset, no CLIP weight file.
-The method is built from its config with a :class:`~vireid.data.types.ReIDData`
-that holds no images, only what a method reads at construction: the number of
-identities (read off the shapes of the checkpoint's weights, see
-:func:`_num_classes`), whether samples are tracklets (``data.name``) and the
-camera numbers (only needed, and then read from the dataset or given, when the
-model has a camera embedding).
+The method is built from its config and the :class:`~vireid.data.types.DataSpec`
+stored in its state (number of identities, camera numbers, tracklets or not).
 """
 
 from __future__ import annotations
@@ -23,9 +19,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from vireid.config import Config, config_from_dict, load_config
+from vireid.config import Config, config_from_dict, load_config, resolve_data_root
 from vireid.data.datasets.base import IMAGE_EXTENSIONS, list_images
-from vireid.data.types import Modality, ReIDData, Sample
+from vireid.data.types import DataSpec, Modality, Sample
 from vireid.engine.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["ReIDModel", "load_model", "resolve_checkpoint"]
@@ -77,65 +73,31 @@ def _inference_config(
     return config_from_dict(data, source=source)
 
 
-def _skeleton(cfg: Config, num_classes: int, cameras: Sequence[int]) -> ReIDData:
-    """Data with no images: one placeholder sample per (camera, modality)."""
-    path: str | tuple[str, ...] = ("",) if cfg.data.is_video else ""
-    train = [Sample(path, -1, int(c), m, 0) for c in cameras for m in Modality]
-    return ReIDData(name=cfg.data.name, root="", train=train, splits=[], num_classes=num_classes)
+def _data_spec(state: dict[str, Any], cfg: Config, file: Path) -> DataSpec:
+    """The data spec the checkpoint's method stored in its state (buffers
+    ``data_num_classes`` and ``data_cameras``).
 
-
-def _build(cfg: Config, num_classes: int, cameras: Sequence[int]):
-    from vireid.methods import build_method
-
-    with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the RNG alone
-        return build_method(cfg, _skeleton(cfg, num_classes, cameras))
-
-
-def _num_classes(probe: torch.nn.Module, state: dict[str, torch.Tensor], file: Path) -> int:
-    """Identities the checkpoint was trained on, from the weights whose shape scales with it.
-
-    ``probe`` was built for one identity: a tensor of shape ``(1, D)`` there and
-    ``(C, D)`` in the checkpoint (classifiers, prompts, text features) gives ``C``.
+    A checkpoint written before methods stored it is read with the spec of its
+    dataset, when that is reachable (``data.root`` in the config or an override).
     """
-    found: set[int] = set()
-    for key, tensor in probe.state_dict().items():
-        if key not in state or tuple(state[key].shape) == tuple(tensor.shape):
-            continue
-        mine, theirs = tuple(tensor.shape), tuple(state[key].shape)
-        if len(mine) != len(theirs):
-            raise CheckpointError(f"checkpoint {file}: {key} has shape {theirs}, expected {mine}")
-        for a, b in zip(mine, theirs):
-            if a != b:
-                if a == 0 or b % a:
-                    raise CheckpointError(
-                        f"checkpoint {file}: {key} has shape {theirs}, which does not fit the "
-                        f"config it carries ({mine} for one identity)"
-                    )
-                found.add(b // a)
-    if len(found) > 1:
-        raise CheckpointError(
-            f"checkpoint {file}: cannot tell the number of identities (shapes suggest {sorted(found)})"
-        )
-    return found.pop() if found else 1
-
-
-def _cameras(cfg: Config, camera_ids: Sequence[int] | None) -> list[int]:
-    if not cfg.model.camera_embedding:
-        return [0]
-    if camera_ids is not None:
-        return sorted({int(c) for c in camera_ids})
-    from vireid.runner import load_data
+    classes, cameras = state.get("data_num_classes"), state.get("data_cameras")
+    if torch.is_tensor(classes) and torch.is_tensor(cameras):
+        return DataSpec(cfg.data.name, int(classes), tuple(int(c) for c in cameras.tolist()),
+                        cfg.data.is_video)
+    from vireid.data.datasets import load_dataset
 
     try:
-        data = load_data(cfg)
+        data = load_dataset(cfg.data.name, resolve_data_root(cfg.data), **cfg.data.options)
     except (ValueError, OSError) as err:
-        raise ValueError(
-            "this model has a camera embedding, whose rows follow the camera numbers of its "
-            f"dataset; pass camera_ids=[...] (all camera numbers of the dataset) or make the "
-            f"dataset reachable (data.root=...): {err}"
+        raise CheckpointError(
+            f"checkpoint {file} was written by an older vireid and does not say which data "
+            "its model was built for (identities, cameras); make its dataset reachable "
+            f"(overrides=['data.root=...']) so that they are read from it: {err}"
         ) from None
-    return sorted({s.camera for s in data.train}
-                  | {s.camera for sp in data.splits for s in (*sp.query, *sp.gallery)})
+    spec = DataSpec.of(data)
+    state["data_num_classes"] = torch.tensor(spec.num_classes)
+    state["data_cameras"] = torch.tensor(spec.cameras, dtype=torch.long)
+    return spec
 
 
 def _sha256_file(path: Path) -> str:
@@ -152,7 +114,6 @@ def load_model(
     *,
     config: str | os.PathLike[str] | Config | None = None,
     overrides: Sequence[str] = (),
-    camera_ids: Sequence[int] | None = None,
     batch_size: int | None = None,
 ) -> ReIDModel:
     """A trained model, ready to :meth:`~ReIDModel.extract` features.
@@ -161,8 +122,8 @@ def load_model(
     ``checkpoints/last.pt``). The config stored in the checkpoint is used, unless
     ``config`` (a YAML file or a :class:`Config`) is given; ``overrides`` are dotted
     ``key=value`` changes (e.g. ``eval.flip_test=true``, ``data.workers=0``).
-    ``camera_ids``: the dataset's camera numbers, needed only by models with a
-    camera embedding when their dataset is not reachable. ``device``: where the
+    The model is rebuilt from the checkpoint alone (its data spec: identities,
+    cameras, tracklets). ``device``: where the
     model runs ("cpu", "cuda", "cuda:1", "auto").
     """
     file = resolve_checkpoint(run_dir_or_checkpoint)
@@ -176,11 +137,11 @@ def load_model(
             f"{file} holds a {checkpoint.get('method_name')!r} model but the config names "
             f"method {cfg.method.name!r}"
         )
-    cameras = _cameras(cfg, camera_ids)
-    probe = _build(cfg, 1, cameras)
-    num_classes = _num_classes(probe, state, file)
-    method = probe if num_classes == 1 else _build(cfg, num_classes, cameras)
-    del probe
+    from vireid.methods import build_method
+
+    spec = _data_spec(state, cfg, file)
+    with torch.random.fork_rng(devices=[]):  # building initialises weights: leave the RNG alone
+        method = build_method(cfg, spec)
     try:
         method.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -191,8 +152,7 @@ def load_model(
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     method.to(torch.device(device)).eval()
-    return ReIDModel(method, cfg, file, num_classes=num_classes,
-                     batch_size=batch_size or cfg.eval.batch_size)
+    return ReIDModel(method, cfg, file, batch_size=batch_size or cfg.eval.batch_size)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -307,12 +267,11 @@ class ReIDModel:
     tracklets (clips) rather than single images.
     """
 
-    def __init__(self, method, config: Config, checkpoint: Path, num_classes: int,
-                 batch_size: int = 64):
+    def __init__(self, method, config: Config, checkpoint: Path, batch_size: int = 64):
         self.method = method
         self.config = config
         self.checkpoint = Path(checkpoint)
-        self.num_classes = num_classes
+        self.num_classes = method.spec.num_classes
         self.batch_size = batch_size
         self.is_video = bool(config.data.is_video)
         self._fingerprint: str | None = None
