@@ -20,7 +20,10 @@ DataLoader seeds in each worker (use :func:`seed_worker` as ``worker_init_fn`` t
 numpy too). With an integer ``seed`` every item draws from its own
 ``random.Random`` keyed by ``(seed, epoch, index)`` -- augmentation and frame choice
 are then independent of the number of workers and reproducible after a resume; call
-:meth:`set_epoch` each epoch.
+:meth:`set_epoch` each epoch. An index that carries its draw (a
+:class:`~vireid.data.samplers.Draw`, yielded by the identity samplers) keys the stream by
+``(seed, epoch, draw)`` instead, so that an item drawn twice in one epoch (P x K sampling
+with replacement) gets two independent augmentations.
 
 Unreadable files raise :class:`~vireid.data.io.ImageReadError` naming the file; the
 DataLoader re-raises it in the main process with the same type and the file in the
@@ -118,6 +121,9 @@ class _SampleDataset(Dataset):
     def _rng(self, index: int) -> random.Random | None:
         if self.seed is None:
             return None
+        draw = getattr(index, "draw", None)
+        if draw is not None:  # keyed by the draw: repeated draws differ (tag bit 1 << 160)
+            return random.Random((1 << 160) + (self.seed << 96) + (self.epoch << 64) + draw)
         return random.Random((self.seed << 64) + (self.epoch << 32) + index)
 
     def _views(self, sample: Sample) -> list[Callable[..., Any]]:
@@ -148,7 +154,7 @@ class _SampleDataset(Dataset):
             "pid": sample.pid,
             "camera": sample.camera,
             "modality": int(sample.modality),
-            "index": index,
+            "index": int(index),
             "num_bad": num_bad,
         }
 

@@ -19,7 +19,13 @@ Determinism and distribution:
   uninterrupted run would have seen. The counter follows the batches handed out by
   the iterator; a DataLoader with workers reads ahead, so a trainer should pass the
   number of batches it actually trained on: ``state_dict(batches_consumed=step)``.
-  The position is the same on every rank, so saving rank 0's state is enough.
+  The position is the same on every rank, so saving rank 0's state is enough;
+- the identity samplers yield :class:`Draw` indices: plain ints that also carry their
+  position in the epoch's global order (batch ``g`` of the epoch, slot ``k``:
+  ``g * batch_size + k``), so that a dataset can key each draw's augmentation by the
+  draw instead of the index -- an image drawn twice in an epoch (P x K with
+  replacement) is then augmented independently, still a function of (seed, epoch,
+  draw) only.
 """
 
 from __future__ import annotations
@@ -35,9 +41,27 @@ from torch.utils.data import Sampler
 
 from vireid.data.types import Modality, Sample
 
-__all__ = ["CrossModalIdentitySampler", "IdentitySampler"]
+__all__ = ["CrossModalIdentitySampler", "Draw", "IdentitySampler"]
 
 _IDENTITY_ORDERS = ("random", "epoch")
+
+
+class Draw(int):
+    """A dataset index that also carries ``draw``, its position in the epoch's global
+    sampling order (see the module docstring). Equal to, and usable as, the int."""
+
+    draw: int
+
+    def __new__(cls, index: int, draw: int) -> Draw:
+        value = super().__new__(cls, index)
+        value.draw = int(draw)
+        return value
+
+    def __reduce__(self) -> tuple[Any, ...]:  # DataLoader workers receive pickled batches
+        return (Draw, (int(self), self.draw))
+
+    def __repr__(self) -> str:
+        return f"Draw({int(self)}, draw={self.draw})"
 
 
 def _as_label_array(labels: Sequence[int]) -> np.ndarray:
@@ -103,6 +127,9 @@ class _IdentityBatchSampler(Sampler[list[int]]):
         self._resume: tuple[int, int] | None = None
         self.num_global_batches = 0  # set by subclasses
         self._fingerprint = 0
+
+    marks_draws = True
+    """Yield :class:`Draw` indices (datasets key augmentation by the draw)."""
 
     # --- to be provided by subclasses -------------------------------------------------
     def _batch_from_identities(self, rng: np.random.Generator, ids: np.ndarray) -> list[int]:
@@ -171,9 +198,15 @@ class _IdentityBatchSampler(Sampler[list[int]]):
         self._resume = None
         batches = self.rank_batches(self.epoch)
         self._position = start
-        for batch in batches[start:]:
+        width = max((len(b) for b in batches), default=0)
+        for j in range(start, len(batches)):
             self._position += 1
-            yield batch
+            if not self.marks_draws:
+                yield batches[j]
+                continue
+            # global position of this rank's j-th batch (after the DDP padding)
+            first = (self.rank + j * self.world_size) * width
+            yield [Draw(i, first + k) for k, i in enumerate(batches[j])]
 
     # --- resume -----------------------------------------------------------------------
     def state_dict(self, batches_consumed: int | None = None) -> dict[str, Any]:
@@ -402,8 +435,11 @@ class ShuffledBatchSampler(_IdentityBatchSampler):
     same epoch, DDP-sharding and resume behaviour as the identity samplers.
 
     The last batch of an epoch may be smaller; ``drop_last`` only concerns the
-    batches left over when sharding across ranks.
+    batches left over when sharding across ranks. Its batches are plain ints (rows of
+    cached features have no augmentation to key).
     """
+
+    marks_draws = False
 
     def __init__(
         self,
