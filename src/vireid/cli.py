@@ -55,11 +55,25 @@ def _cmd_synth(args) -> int:
 
 
 def _cmd_check(args) -> int:
-    from vireid.data.datasets import dataset_stats, format_stats, load_dataset
+    from vireid.data.datasets import (
+        check_images,
+        dataset_files,
+        dataset_stats,
+        format_bad_images,
+        load_dataset,
+    )
+    from vireid.data.datasets import format_stats as format_table
 
     data = load_dataset(args.name, args.root, **_parse_options(args.option))
     stats = dataset_stats(data)
-    print(json.dumps(stats, indent=2, default=str) if args.json else format_stats(stats))
+    if not args.quick:
+        files = dataset_files(data)
+        bad = check_images(files, workers=args.workers, progress=sys.stderr.isatty())
+        stats["decoded"] = {"files": len(files), "bad": [{"path": p, "reason": r} for p, r in bad]}
+        if bad:
+            print(json.dumps(stats, indent=2, default=str) if args.json else format_table(stats))
+            raise UsageError(format_bad_images(bad, len(files)))
+    print(json.dumps(stats, indent=2, default=str) if args.json else format_table(stats))
     return 0
 
 
@@ -342,6 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
                        help="loader option, repeatable (e.g. mode=indoor, trial=3)")
     check.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    check.add_argument("--quick", action="store_true",
+                       help="only check that the files exist (default: decode every image)")
+    check.add_argument("--workers", type=int, default=None,
+                       help="decoding threads (default: up to 8)")
     check.set_defaults(func=_cmd_check)
 
     ev = sub.add_parser(

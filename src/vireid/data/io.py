@@ -13,6 +13,11 @@ torchvision 0.29 marks its image codecs deprecated (in favour of TorchCodec) and
 on every call; the call is made with that warning silenced, and if a future torchvision drops
 ``decode_jpeg`` the PIL path is used instead.
 
+Every PIL mode becomes RGB correctly (:func:`to_rgb`): 16-bit images (``I;16*``, and
+``I`` holding 0..65535) are scaled to 8 bits instead of saturating to white; 32-bit
+float images (``F``), whose value range is unknown, are refused. Float tensors must be
+finite (:func:`check_image_tensor`).
+
 A missing, unreadable or corrupt file raises :class:`ImageReadError`, whose message
 names the file. The class takes a single message argument so that PyTorch's
 DataLoader can re-raise it in the main process with the same type and message.
@@ -31,11 +36,14 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "ImageReadError",
+    "check_image_tensor",
     "describe_path",
     "error_summary",
     "is_jpeg",
     "load_image",
     "read_image_tensor",
+    "to_rgb",
+    "verify_image",
 ]
 
 _JPEG_MAGIC = b"\xff\xd8"
@@ -70,6 +78,44 @@ def _read_bytes(path: str | os.PathLike) -> bytes:
     return data
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+class ImageModeError(ValueError):
+    """A PIL image mode that cannot be turned into RGB without guessing its range."""
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """``image`` as 8-bit RGB. 16-bit grey (``I;16*``, or ``I`` with values in 0..65535)
+    is scaled by 255/65535; ``F`` (32-bit float) and out-of-range ``I`` raise
+    :class:`ImageModeError` (PIL's own ``convert`` would clip them to white or black)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageModeError(
+                f"32-bit integer image (mode I) with values {values.min()}..{values.max()}, "
+                "outside 0..65535; convert it to 8 or 16 bits"
+            )
+        grey = ((values * 255 + 32767) // 65535).astype(np.uint8)
+        return Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2), "RGB")
+    if image.mode == "F":
+        raise ImageModeError(
+            "32-bit float image (mode F): its value range is unknown; save it as an 8- or "
+            "16-bit image"
+        )
+    return image.convert("RGB")
+
+
+def check_image_tensor(x: torch.Tensor, where: str) -> None:
+    """Raises ``ValueError`` naming ``where`` if a float image tensor holds NaN or
+    infinite values (they would silently become black pixels)."""
+    if x.is_floating_point() and x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{where}: the image tensor holds {bad} NaN or infinite value(s)")
+
+
 def _pil_decode(data: bytes, path: str | os.PathLike, draft_size: tuple[int, int] | None):
     """Decode with PIL into an RGB image; ``draft_size`` is (height, width)."""
     try:
@@ -80,17 +126,30 @@ def _pil_decode(data: bytes, path: str | os.PathLike, draft_size: tuple[int, int
             height, width = draft_size
             # JPEG DCT scaling: decodes at the smallest 1/2^k scale still >= the request.
             image.draft("RGB", (width, height))
-        image = image.convert("RGB")
         image.load()
+        image = to_rgb(image)
     except UnidentifiedImageError:
         raise ImageReadError(
             f"cannot decode image {os.fspath(path)!r}: not in an image format PIL can read"
         ) from None
+    except ImageModeError as err:
+        raise ImageReadError(f"cannot use image {os.fspath(path)!r}: {err}") from None
     except Exception as err:  # PIL raises many types (OSError, SyntaxError, ValueError...)
         raise ImageReadError(
             f"cannot decode image {os.fspath(path)!r}: {type(err).__name__}: {err}"
         ) from None
     return image
+
+
+def verify_image(path: str | os.PathLike) -> str | None:
+    """None if ``path`` decodes into an RGB image (every pixel, as training reads it),
+    else the reason it does not (missing, empty, truncated, corrupt, not an image,
+    unsupported mode)."""
+    try:
+        read_image_tensor(path)
+    except ImageReadError as err:
+        return str(err)
+    return None
 
 
 def load_image(

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from vireid.data.io import check_image_tensor, to_rgb
 from vireid.data.types import Modality
 
 __all__ = [
@@ -82,9 +83,10 @@ def _is_clip_input(x: Any) -> bool:
 
 def _frame_to_tensor(frame: Any) -> torch.Tensor:
     if isinstance(frame, Image.Image):
-        array = np.array(frame.convert("RGB"), dtype=np.uint8, copy=True)
+        array = np.array(to_rgb(frame), dtype=np.uint8, copy=True)
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
     if isinstance(frame, torch.Tensor):
+        check_image_tensor(frame, "image tensor")
         return frame
     raise TypeError(f"expected a PIL image or a tensor, got {type(frame).__name__}")
 
@@ -98,6 +100,7 @@ def to_uint8_tensor(x: Any) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         if x.dim() not in (3, 4):
             raise ValueError(f"expected (C,H,W) or (T,C,H,W), got shape {tuple(x.shape)}")
+        check_image_tensor(x, "image tensor")
         return x
     if isinstance(x, (list, tuple)):
         if not x:
@@ -185,7 +188,7 @@ class Resize(Transform):
             if (frame.height, frame.width) == self.size:
                 return _frame_to_tensor(frame)
             if self.interpolation == "lanczos":
-                resized = frame.convert("RGB").resize((width, height), Image.LANCZOS)
+                resized = to_rgb(frame).resize((width, height), Image.LANCZOS)
                 return _frame_to_tensor(resized)
             frame = _frame_to_tensor(frame)
         return self._resize_tensor(frame)

@@ -17,12 +17,15 @@ from collections import Counter
 from typing import Any
 
 from vireid.data.datasets.base import (
+    MAX_LISTED,
     DatasetError,
     DatasetLayoutError,
     DatasetLoader,
     DatasetOptionError,
     IndexFormatError,
     MissingImagesError,
+    OutsideRootError,
+    inside_root,
 )
 from vireid.data.datasets.bupt import BUPTCampus
 from vireid.data.datasets.llcm import LLCM
@@ -43,11 +46,16 @@ __all__ = [
     "IndexFormatError",
     "LLCM",
     "MissingImagesError",
+    "OutsideRootError",
     "RegDB",
     "SYSUMM01",
     "dataset_options",
+    "check_images",
+    "dataset_files",
     "dataset_stats",
     "expected_tree",
+    "format_bad_images",
+    "inside_root",
     "format_stats",
     "get_dataset",
     "load_dataset",
@@ -79,6 +87,14 @@ def get_dataset(name: str) -> type[DatasetLoader]:
 def load_dataset(name: str, root: str | os.PathLike[str], **options: Any) -> ReIDData:
     """Loads a benchmark from ``root``. Unknown option keys raise :class:`DatasetOptionError`."""
     return get_dataset(name)(root, **options).load()
+
+
+def load_data(cfg) -> ReIDData:
+    """The dataset a :class:`~vireid.config.Config` names (``data.name``, ``data.root`` or
+    ``$VIREID_DATA``, ``data.options``), validated, with its evaluation splits."""
+    from vireid.config import resolve_data_root
+
+    return load_dataset(cfg.data.name, resolve_data_root(cfg.data), **cfg.data.options)
 
 
 def expected_tree(name: str) -> str:
@@ -201,3 +217,48 @@ def format_stats(stats: dict[str, Any]) -> str:
         out.append("")
         out += [f"{k}: {v}" for k, v in notes.items()]
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------
+# Decoding every image
+# ---------------------------------------------------------------------------
+
+
+def dataset_files(data: ReIDData) -> list[str]:
+    """Every image file of the dataset (training and every split, frames of tracklets), once."""
+    files: dict[str, None] = {}
+    for samples in (data.train, *((*s.query, *s.gallery) for s in data.splits)):
+        for sample in samples:
+            files.update(dict.fromkeys(sample.frames))
+    return list(files)
+
+
+def check_images(paths: list[str], workers: int | None = None,
+                 progress: bool = True) -> list[tuple[str, str]]:
+    """Decodes every file as training does (threads; a tqdm bar on stderr when
+    ``progress``); returns ``(path, reason)`` of those that fail, in input order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    from vireid.data.io import verify_image
+
+    workers = workers or min(8, os.cpu_count() or 1)
+    bad = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(verify_image, paths)
+        bar = tqdm(results, total=len(paths), desc="decoding images", unit="img",
+                   disable=not progress, leave=False)
+        for path, reason in zip(paths, bar):
+            if reason is not None:
+                bad.append((path, reason))
+    return bad
+
+
+def format_bad_images(bad: list[tuple[str, str]], total: int, limit: int = 4 * MAX_LISTED) -> str:
+    """``N of M image files cannot be used:`` then one line per file (the first ``limit``)."""
+    lines = [f"{len(bad)} of {total} image file(s) cannot be used:"]
+    lines += [f"  {reason}" for _, reason in bad[:limit]]
+    if len(bad) > limit:
+        lines.append(f"  ... and {len(bad) - limit} more")
+    return "\n".join(lines)

@@ -48,6 +48,10 @@ class MissingImagesError(DatasetLayoutError):
     """Image files referenced by an index file do not exist."""
 
 
+class OutsideRootError(IndexFormatError):
+    """A path read from an index file leads outside the dataset root."""
+
+
 class DatasetOptionError(DatasetError):
     """An unknown loader option, or a value it cannot take (names the key)."""
 
@@ -208,6 +212,26 @@ def under(prefix: str, rel_path: str) -> str:
     if "\\" in rel_path or rel_path.startswith(("/", "./")) or "//" in rel_path or "/./" in rel_path:
         rel_path = "/".join(relative_parts(rel_path))
     return prefix + (rel_path if os.sep == "/" else rel_path.replace("/", os.sep))
+
+
+def inside_root(root: str, path: str, where: str) -> str:
+    """``path`` (a path built from an index file entry) if it lies inside ``root``, else
+    :class:`OutsideRootError` naming ``where`` (file and line).
+
+    The check is on the path as written, after ``..`` and ``.`` are resolved: an
+    absolute path or one that climbs above the root is refused; symbolic links
+    inside the root are followed as usual (a root may link its folders elsewhere).
+    """
+    root = os.path.join(root, "")
+    if path.startswith(root) and ".." not in path[len(root):] and "//" not in path:
+        return path  # the common case, without normalising (every frame of a video set)
+    normal = os.path.normpath(path)
+    if os.path.join(normal, "").startswith(root) and normal != root.rstrip(os.sep):
+        return path
+    raise OutsideRootError(
+        f"{where}: {path!r} is outside the dataset root {root.rstrip(os.sep)}; index files "
+        "must name files inside the root"
+    )
 
 
 def parse_int(text: str, what: str, where: str) -> int:
@@ -435,6 +459,10 @@ class DatasetLoader:
 
     def _load(self) -> ReIDData:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def inside(self, path: str, where: str) -> str:
+        """``path`` if it lies inside the root, else :class:`OutsideRootError` (:func:`inside_root`)."""
+        return inside_root(self.root, path, where)
 
     def verify(self, paths: Iterable[str], index_file: str) -> None:
         """Raises :class:`MissingImagesError` if any of ``paths`` is absent (option ``verify_files``)."""

@@ -147,7 +147,8 @@ BUPTCampus/
                 "is not a non-empty list of frame paths"
             )
         prefix = os.path.join(self.path("DATA"), "")
-        return tuple(under(prefix, str(p)) for p in node)
+        where = f"{self.path('data_paths.json')}[{obj_id!r}][{modality_key!r}][{camera!r}][{tid!r}]"
+        return tuple(self.inside(under(prefix, str(p)), where) for p in node)
 
     def _train(self, paths, rel: str) -> tuple[list[Sample], int]:
         samples, unequal = [], 0

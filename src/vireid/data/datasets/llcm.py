@@ -105,7 +105,7 @@ LLCM/
                 raise IndexFormatError(f"{where}: expected <vis|nir>/<id>/<file>, got {rel!r}")
             pid = parse_int(parts[-2], "identity folder", where)
             camera = camera_from_name(parts[-1], where)
-            samples.append(Sample(self.path(*parts), pid, camera, modality))
+            samples.append(Sample(self.inside(self.path(*parts), where), pid, camera, modality))
             rows.append((where, pid, label))
         self.verify([s.path for s in samples], index_file)
         return samples, rows

@@ -75,7 +75,7 @@ RegDB/
                     f"{where}: expected <Visible|Thermal>/<id>/<file>, got {rel!r}"
                 )
             pid = parse_int(parts[-2], "identity folder", where)
-            samples.append(Sample(self.path(*parts), pid, camera, mod))
+            samples.append(Sample(self.inside(self.path(*parts), where), pid, camera, mod))
             rows.append((where, pid, label))
         self.verify([s.path for s in samples], index_file)
         return samples, rows

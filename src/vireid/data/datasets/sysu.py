@@ -103,7 +103,7 @@ SYSU-MM01/
     # ------------------------------------------------------------------
     def _folder_samples(self, cam: int, pid: int, modality: Modality) -> list[Sample] | None:
         """Images of one (camera, identity) folder in sorted order, or None if the folder is absent."""
-        folder = self.path(f"cam{cam}", f"{pid:04d}")
+        folder = self.inside(self.path(f"cam{cam}", f"{pid:04d}"), f"identity {pid}, camera {cam}")
         if not os.path.isdir(folder):
             return None
         names, ignored = list_images(folder)

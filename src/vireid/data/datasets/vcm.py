@@ -160,7 +160,7 @@ HITSZ-VCM/
                     rel = frame_relpath(names[position])
                 except ValueError as err:
                     raise IndexFormatError(f"{names_file}, line {position + 1}: {err}") from None
-                frames.append(under(prefix, rel))
+                frames.append(self.inside(under(prefix, rel), f"{names_file}, line {position + 1}"))
             modality = Modality.INFRARED if modality_code == 1 else Modality.VISIBLE
             out.append(Sample(tuple(frames), pid, camid, modality))
         return out

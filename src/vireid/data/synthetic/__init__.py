@@ -64,6 +64,7 @@ has its own generator seeded from (seed, purpose, layout, pid, modality, camera,
 from .layouts import (
     DEFAULT_NUM_IDS,
     LAYOUTS,
+    MANIFEST,
     MARKER,
     MIN_NUM_IDS,
     SyntheticLayoutError,
@@ -93,6 +94,7 @@ from .render import (
 __all__ = [
     "DEFAULT_NUM_IDS",
     "LAYOUTS",
+    "MANIFEST",
     "MARKER",
     "MIN_NUM_IDS",
     "PATTERNS",

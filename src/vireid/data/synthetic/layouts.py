@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -49,6 +49,10 @@ MIN_NUM_IDS: dict[str, int] = {"sysu": 5, "regdb": 4, "llcm": 4, "vcm": 4, "bupt
 
 MARKER = ".vireid_synthetic.json"
 """File that marks a folder as written by this generator (so it may be overwritten)."""
+
+MANIFEST = ".vireid_synthetic_files.txt"
+"""Every file and folder the generator wrote under the root (``f <path>`` / ``d <path>``,
+relative, one a line): a later run deletes exactly these, and nothing a user added."""
 
 GENERATOR_VERSION = 1
 
@@ -556,8 +560,19 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _prepare_root(root: Path) -> None:
-    """Create ``root`` or empty a previous synthetic dataset there; never touch foreign data."""
+def _entries(root: Path) -> set[str]:
+    """Relative paths of every file (``f ...``) and folder (``d ...``) under ``root``."""
+    out = set()
+    for here, dirs, files in os.walk(root):
+        rel = Path(here).relative_to(root)
+        out.update(f"d {(rel / d).as_posix()}" for d in dirs)
+        out.update(f"f {(rel / f).as_posix()}" for f in files)
+    return out
+
+
+def _prepare_root(root: Path) -> set[str]:
+    """Create ``root``, or delete the files a previous run of the generator wrote there
+    (its manifest); never touch anything else. Returns the entries left (not ours)."""
     if root.exists() and not root.is_dir():
         raise SyntheticLayoutError(f"dataset root {root} exists and is not a folder")
     if root.is_dir() and any(root.iterdir()):
@@ -573,12 +588,28 @@ def _prepare_root(root: Path) -> None:
                 f"dataset root {root} is not empty and holds no synthetic-dataset marker "
                 f"({MARKER}); refusing to overwrite it. Choose an empty or new folder."
             )
-        for child in root.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        manifest = root / MANIFEST
+        if not manifest.is_file():
+            raise SyntheticLayoutError(
+                f"dataset root {root} holds a synthetic dataset without its file list "
+                f"({MANIFEST}: an older vireid, or an interrupted run), so its files cannot be "
+                "told from yours; refusing to overwrite it. Delete the folder or choose another."
+            )
+        written = manifest.read_text(encoding="utf-8").splitlines()
+        for entry in written:
+            kind, _, rel = entry.partition(" ")
+            path = root / rel
+            if kind == "f" and (path.is_file() or path.is_symlink()) and not path.is_dir():
+                path.unlink()
+        for entry in sorted(written, key=len, reverse=True):  # deepest folders first
+            kind, _, rel = entry.partition(" ")
+            path = root / rel
+            if kind == "d" and path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+                path.rmdir()
+        for name in (MARKER, MANIFEST):
+            (root / name).unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
+    return _entries(root)
 
 
 def synthesize(
@@ -616,7 +647,7 @@ def synthesize(
         raise SyntheticLayoutError(f"image_size {image_size!r} too small; need at least (32, 16)")
     root = Path(root)
     started = time.perf_counter()
-    _prepare_root(root)
+    foreign = _prepare_root(root)
     marker = {
         "generator": __package__,
         "version": GENERATOR_VERSION,
@@ -629,6 +660,9 @@ def synthesize(
     (root / MARKER).write_text(json.dumps({**marker, "complete": False}, sort_keys=True) + "\n")
     ctx = _Context(layout=key, root=root, seed=int(seed), image_size=(h, w))
     _WRITERS[key](ctx, n, **layout_options)
+    written = sorted(_entries(root) - foreign - {f"f {MARKER}"})
+    (root / MANIFEST).write_text("".join(f"{e}\n" for e in written + [f"f {MANIFEST}"]),
+                                 encoding="utf-8")
     (root / MARKER).write_text(json.dumps({**marker, "complete": True}, sort_keys=True) + "\n")
     stats: dict = {"layout": key, "root": str(root), "ids": n, "seed": int(seed)}
     stats.update(sorted(ctx.counts.items()))
