@@ -27,15 +27,30 @@ def _masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.softmax(masked, dim=1).masked_fill(~mask, 0.0)
 
 
+def _reference_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The reference code's weights: shift by the row maximum of ``scores * mask``
+    (0 for the negative branch, whose scores are all negative), normaliser + 1e-6."""
+    mask = mask.to(scores.dtype)
+    shift = (scores * mask).amax(1, keepdim=True)
+    weights = torch.exp(scores - shift) * mask
+    return weights / (weights.sum(1, keepdim=True) + 1e-6)
+
+
 def weighted_regularized_triplet_loss(
-    features: torch.Tensor, labels: torch.Tensor, normalize: bool = False
+    features: torch.Tensor, labels: torch.Tensor, normalize: bool = False,
+    normalizer: str = "exact",
 ) -> torch.Tensor:
     """WRT loss of ``features`` (N, D) with identity ``labels`` (N,).
 
     ``normalize`` L2-normalises the features first (the reference default: off).
-    Every anchor needs at least one negative in the batch. The reference code adds
-    1e-6 to the softmax normaliser; here the softmax is exact.
+    Every anchor needs at least one negative in the batch. ``normalizer``:
+    ``"exact"`` masked softmax, or ``"official"``, the reference code's (AGW, CAJ,
+    CSDN, VLD ``TripletLoss_WRT``): 1e-6 added to the normaliser and, for the
+    negatives, no effective max-shift, so that far negatives underflow and the
+    loss grows again once they are ~10 or more away.
     """
+    if normalizer not in ("exact", "official"):
+        raise ValueError(f"normalizer must be 'exact' or 'official', got {normalizer!r}")
     if features.dim() != 2 or labels.shape[0] != features.shape[0]:
         raise ValueError(
             f"expected features (N, D) and labels (N,), got {tuple(features.shape)} and "
@@ -47,8 +62,9 @@ def weighted_regularized_triplet_loss(
     different = ~same
     if not bool(different.any(1).all()):
         raise ValueError("the WRT triplet loss needs at least two identities in the batch")
-    weight_pos = _masked_softmax(dist, same)
-    weight_neg = _masked_softmax(-dist, different)
+    softmax = _masked_softmax if normalizer == "exact" else _reference_softmax
+    weight_pos = softmax(dist, same)
+    weight_neg = softmax(-dist, different)
     furthest_positive = (dist * weight_pos).sum(1)
     closest_negative = (dist * weight_neg).sum(1)
     return F.softplus(furthest_positive - closest_negative).mean()

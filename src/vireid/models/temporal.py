@@ -429,22 +429,31 @@ def shifted_block(block: nn.Module, x: torch.Tensor, index: torch.Tensor,
 
 def spatial_temporal_blocks(
     blocks: Sequence[nn.Module], tokens: torch.Tensor, num_frames: int,
-    layout: SpatialTemporalLayout,
-) -> torch.Tensor:
+    layout: SpatialTemporalLayout, return_last_input: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """STFL: embedded frame tokens (B*T, L, D), frames of a clip consecutive ->
-    final-block tokens (B*T, L, D), through ``blocks`` split by ``layout``."""
+    final-block tokens (B*T, L, D), through ``blocks`` split by ``layout``.
+    ``return_last_input``: also return the input of the last block (B*T, L, D),
+    first (VLD's losses read its class token)."""
     BT, L, D = tokens.shape
     if num_frames < 1 or BT % num_frames:
         raise ValueError(f"{BT} frames do not form clips of {num_frames}")
     basic, grouped, shifted = layout.parts(len(blocks))
+    last = len(blocks) - 1
     x = tokens
+    kept = x
     for i in basic:
+        kept = x if i == last else kept
         x = blocks[i](x)
     x = x.view(BT // num_frames, num_frames, L, D)
     for i in grouped:
+        kept = x.reshape(BT, L, D) if i == last else kept
         x = grouped_block(blocks[i], x, layout.group_size)
     if len(shifted):
         index, inverse = patch_shift_index(num_frames, L, layout.shift_share, x.device)
         for i in shifted:
+            kept = x.reshape(BT, L, D) if i == last else kept
             x = shifted_block(blocks[i], x, index, inverse)
+    if return_last_input:
+        return kept, x.reshape(BT, L, D)
     return x.reshape(BT, L, D)
