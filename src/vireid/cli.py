@@ -140,8 +140,12 @@ def _parse_trials(text: str) -> list[int]:
 def _cmd_eval(args) -> int:
     from vireid.runner import evaluate_checkpoint
 
+    overrides = list(args.overrides)
+    if args.device is not None:
+        _device(args.device)
+        overrides.append(f"train.device={args.device}")
     summaries = [
-        evaluate_checkpoint(c, args.config, args.overrides, rerank=True if args.rerank else None)
+        evaluate_checkpoint(c, args.config, overrides, rerank=True if args.rerank else None)
         for c in args.ckpt
     ]
     if len(summaries) == 1:
@@ -155,10 +159,20 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _device(spec: str):
+    """``--device``: the engine's resolve_device, its error as a usage error."""
+    from vireid.engine.trainer import resolve_device
+
+    try:
+        return resolve_device(spec)
+    except ValueError as err:
+        raise UsageError(f"--device {spec}: {str(err).split(': ', 1)[-1]}") from None
+
+
 def _load_model(args):
     from vireid.retrieval.model import load_model
 
-    return load_model(args.ckpt, device=args.device, config=args.config,
+    return load_model(args.ckpt, device=_device(args.device), config=args.config,
                       overrides=args.overrides, batch_size=args.batch_size)
 
 
@@ -252,8 +266,9 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from vireid.retrieval.export import export_onnx
+    from vireid.retrieval.export import check_opset, export_onnx
 
+    check_opset(args.opset)  # before the model is built
     model = _load_model(args)
     try:
         report = export_onnx(model, args.onnx, opset=args.opset, modality=args.modality,
@@ -398,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     evc.add_argument("--json", action="store_true", help="print per-split results as JSON")
     evc.add_argument("--rerank", action="store_true",
                      help="k-reciprocal re-ranking (settings: eval.rerank.k1/k2/lambda_value)")
+    evc.add_argument("--device", default=None,
+                     help="cpu, cuda, cuda:1 or auto (default: train.device of the config)")
     evc.set_defaults(func=_cmd_eval)
 
     def model_args(p: argparse.ArgumentParser) -> None:
