@@ -132,3 +132,57 @@ def test_model_options_reach_the_backbone(datasets):
                               "model.camera_embedding=true"))
     assert method.clip.visual.grid_size == (7, 3)  # 16-pixel patches every 8 pixels of 64x32
     assert method.clip.visual.num_cameras == len(method.spec.cameras) > 1
+
+
+def test_image_to_text_cross_entropy_is_label_smoothed_as_the_official_code(datasets):
+    """Stage 2's image->text term: the ID loss's smoothed cross-entropy (epsilon 0.1)."""
+    import torch.nn.functional as F
+
+    # the official formula, q = (1 - eps) onehot + eps / K, on a hand-built case
+    z = torch.tensor([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+    y = torch.tensor([0, 1])
+    q = 0.9 * F.one_hot(y, 3) + 0.1 / 3
+    official = -(q * z.log_softmax(1)).sum(1).mean()
+    assert official.item() == pytest.approx(0.4421074, abs=1e-6)
+    assert F.cross_entropy(z, y, label_smoothing=0.1).item() == pytest.approx(0.4421074, abs=1e-6)
+
+    _, method = build(_config(datasets, "sysu", "tiny-vit"))
+    assert method.options.i2t_label_smoothing == 0.1
+    image_stage = method.stages()[1]
+    image_stage.setup()
+    batch = next(iter(image_stage.loader))
+    with torch.no_grad():
+        _, proj = method.encode(batch["image"])
+        logits = proj.float() @ method.text_features.T
+        out = method.image_losses(batch)
+    labels = batch["label"]
+    K = logits.shape[1]
+    q = 0.9 * F.one_hot(labels, K) + 0.1 / K
+    expected = -(q * logits.log_softmax(1)).sum(1).mean()
+    assert out["i2t"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out["i2t"].item() != pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-3)
+    _, plain = build(_config(datasets, "sysu", "tiny-vit", "method.i2t_label_smoothing=0"))
+    assert plain.options.i2t_label_smoothing == 0.0
+
+
+def test_camera_embedding_on_the_class_token_and_not_in_the_prompt_cache(datasets):
+    """Official SIE: class token only; the stage-1 cache is computed without it."""
+    _, method = build(_config(datasets, "sysu", "tiny-vit", "model.camera_embedding=true"))
+    visual = method.clip.visual
+    assert visual.camera_tokens == "cls"
+    with torch.no_grad():
+        visual.camera_embedding.normal_(0, 5.0)  # make the embedding matter
+    method.stages()[0].setup()
+    feats, _ = method._cache
+    loader = method.test_loader(method.data.train, 64)
+    batch = next(iter(loader))
+    cameras = method._cameras(batch)
+    with torch.no_grad():
+        without = method.encode(batch["image"])[1]
+        with_cam = method.encode(batch["image"], cameras)[1]
+    n = len(without)
+    assert torch.allclose(feats[:n], without, atol=1e-5)
+    assert not torch.allclose(feats[:n], with_cam, atol=1e-3)
+    _, every = build(_config(datasets, "sysu", "tiny-vit", "model.camera_embedding=true",
+                             "method.camera_tokens=all"))
+    assert every.clip.visual.camera_tokens == "all"

@@ -44,6 +44,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -290,6 +291,11 @@ class Trainer:
         self.hooks = list(hooks)
         self.checkpoint_dir = self.run_dir / CHECKPOINT_DIR
         self.amp_dtype = torch.bfloat16 if cfg.train.amp_dtype == "bf16" else torch.float16
+        if (cfg.train.amp and self.amp_dtype == torch.bfloat16 and self.device.type == "cuda"
+                and not torch.cuda.is_bf16_supported()):
+            warnings.warn("train.amp_dtype=bf16: this GPU has no bf16; using fp16 with a "
+                          "gradient scaler", stacklevel=2)
+            self.amp_dtype = torch.float16
 
         # progress (what a checkpoint records)
         self.stage_index = 0

@@ -1,21 +1,27 @@
 """CLIP-ReID baseline (Li, Sun, Li, AAAI 2023) for images and video tracklets.
 
-Two stages (methods.md, section 0):
+Two stages:
 
 1. ``prompt``: image and text encoders frozen. Each identity owns ``n_ctx``
    learnable token embeddings in the template "A photo of a X X X X person.".
-   Image features are computed once, without augmentation, and cached; the loss
-   is the image->text plus text->image supervised contrastive loss over the
-   batch (positives = same identity, raw dot products, temperature 1).
+   Image features are computed once (test transform, no camera embedding, as the
+   official stage-1 cache) and cached; the loss is the image->text plus text->image
+   supervised contrastive loss over the batch (positives = same identity, raw dot
+   products, temperature 1).
 2. ``image``: the text features of all identities are computed once and frozen;
    the image encoder and the heads train with
    ``0.25 * ID-CE(label smoothing 0.1) on both BN-neck features``
    ``+ batch-hard triplet (margin 0.3) on both features``
-   ``+ CE(projected feature . text features^T)`` (image->text).
+   ``+ CE(projected feature . text features^T, label smoothing 0.1)`` (image->text;
+   the official code uses the ID loss's smoothed cross-entropy, ``i2t_label_smoothing``).
 
 Video: frames go through the image encoder independently and are averaged
 over time. Inference feature: ``[BN(f) ; BN(f_proj)]`` (``neck_feat: after``),
 or the same before the BN necks (``before``, CLIP-ReID's test default).
+
+Camera embedding (SIE, ``model.camera_embedding``, off in our recipes as in the
+official ViT recipe): added to the class token only (``camera_tokens: cls``, the
+official code) or to every token (``all``).
 
 Deviations and assumptions:
 
@@ -58,7 +64,7 @@ class ClipReID(Method):
     def __init__(self, cfg: Config, spec: DataSpec, rank: int = 0, world_size: int = 1):
         super().__init__(cfg, spec, rank, world_size)
         self.options: ClipReIDConfig = cfg.method  # type: ignore[assignment]
-        self.clip = self._build_clip()
+        self.clip = self._build_clip(camera_tokens=self.options.camera_tokens)
         # Parts frozen by model.frozen never train, whatever the stage.
         self._frozen = {id(p) for p in self.clip.parameters() if not p.requires_grad}
         visual = self.clip.visual
@@ -82,10 +88,6 @@ class ClipReID(Method):
             return out.cls.view(b, t, -1).mean(1), out.proj.view(b, t, -1).mean(1)
         out = self.clip.visual(images, cameras)
         return out.cls, out.proj
-
-    def _text_features(self, labels: torch.Tensor) -> torch.Tensor:
-        embeddings, eot = self.prompts(labels)
-        return self.clip.text.encode_embeddings(embeddings, eot)
 
     # ------------------------------------------------------------------ data
     def _train_transform(self):
@@ -123,9 +125,31 @@ class ClipReID(Method):
             cls, proj = self.neck(cls), self.neck_proj(proj)
         return torch.cat([cls, proj], dim=1)
 
-    # ------------------------------------------------------------------ stages
+    # ------------------------------------------------------------------ stage 1
     def stages(self) -> list[Stage]:
         return [self._prompt_stage(), self._image_stage()]
+
+    @torch.no_grad()
+    def cache_image_features(self) -> None:
+        """Projected image feature of every training sample, once: test transform,
+        eval mode, and no camera embedding (the official stage-1 cache calls the image
+        encoder without it)."""
+        self.eval()
+        device = self._device()
+        feats = [self.encode(batch["image"].to(device))[1].float()
+                 for batch in self.test_loader(self.data.train, self.cfg.eval.batch_size)]
+        labels = torch.tensor([s.label for s in self.data.train], device=device)
+        self._cache = (torch.cat(feats), labels)
+
+    def prompt_losses(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """``L_i2t + L_t2i``: supervised contrast of cached image features and the
+        identities' prompt text features (raw dot products, temperature 1)."""
+        assert self._cache is not None, "cache_image_features() runs when the stage starts"
+        feats, labels = self._cache
+        idx = torch.as_tensor(indices, device=feats.device)
+        image, label = feats[idx], labels[idx]
+        text = self.prompts.text_features(self.clip.text, label)
+        return image_text_supcon(image, text, label)
 
     def _prompt_stage(self) -> Stage:
         stage_cfg = self.cfg.train.stages.get("prompt")
@@ -134,68 +158,48 @@ class ClipReID(Method):
             len(self.data.train), batch_size, seed=self.cfg.seed,
             rank=self.rank, world_size=self.world_size,
         )
-
-        def setup():
-            """Image features of every training sample, once, without augmentation."""
-            self.eval()
-            device = self._device()
-            feats = []
-            with torch.no_grad():
-                for batch in self.test_loader(self.data.train, self.cfg.eval.batch_size):
-                    images = batch["image"].to(device)
-                    cameras = self._cameras({**batch, "image": images})
-                    feats.append(self.encode(images, cameras)[1].float())
-            labels = torch.tensor([s.label for s in self.data.train], device=device)
-            self._cache = (torch.cat(feats), labels)
-
-        def step(indices: list[int]) -> dict[str, torch.Tensor]:
-            feats, labels = self._cache
-            idx = torch.as_tensor(indices, device=feats.device)
-            image, label = feats[idx], labels[idx]
-            text = self._text_features(label)
-            return image_text_supcon(image, text, label)
-
         return Stage(
             name="prompt",
             param_groups=lambda: [ParamGroup("prompts", list(self.prompts.parameters()))],
             loader=sampler,
             sampler=sampler,
-            step=step,
-            setup=setup,
+            step=self.prompt_losses,
+            setup=self.cache_image_features,
             train_modules=lambda: [self.prompts],
         )
+
+    # ------------------------------------------------------------------ stage 2
+    @torch.no_grad()
+    def cache_text_features(self) -> None:
+        """Text features of every identity, once; frozen for the stage."""
+        self.eval()
+        self.text_features.copy_(self.prompts.text_features(self.clip.text).float())
+
+    def image_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``w_id (L_id(BN f) + L_id(BN f_proj)) + w_tri (L_tri(f) + L_tri(f_proj))
+        + w_i2t L_i2tce(f_proj T^T)``; both cross-entropies label-smoothed."""
+        o = self.options
+        labels = batch["label"]
+        cls, proj = self.encode(batch["image"], self._cameras(batch))
+        id_loss = (
+            F.cross_entropy(self.classifier(self.neck(cls)), labels,
+                            label_smoothing=o.label_smoothing)
+            + F.cross_entropy(self.classifier_proj(self.neck_proj(proj)), labels,
+                              label_smoothing=o.label_smoothing)
+        )
+        triplet = (batch_hard_triplet_loss(cls, labels, o.triplet_margin)
+                   + batch_hard_triplet_loss(proj, labels, o.triplet_margin))
+        i2t = F.cross_entropy(proj.float() @ self.text_features.T, labels,
+                              label_smoothing=o.i2t_label_smoothing)
+        loss = o.id_loss_weight * id_loss + o.triplet_weight * triplet + o.i2t_weight * i2t
+        return {"loss": loss, "id": id_loss.detach(), "triplet": triplet.detach(),
+                "i2t": i2t.detach()}
 
     def _image_stage(self) -> Stage:
         sampler = self.cross_modal_sampler("image")
         dataset = self._dataset(self.data.train, train=True)
         loader = self._loader(dataset, batch_sampler=sampler)
         heads = [self.neck, self.neck_proj, self.classifier, self.classifier_proj]
-        o = self.options
-
-        def setup():
-            """Text features of every identity, once; frozen for the stage."""
-            self.eval()
-            labels = torch.arange(self.spec.num_classes, device=self._device())
-            with torch.no_grad():
-                chunks = [self._text_features(chunk) for chunk in labels.split(256)]
-            self.text_features.copy_(torch.cat(chunks).float())
-
-        def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-            labels = batch["label"]
-            cls, proj = self.encode(batch["image"], self._cameras(batch))
-            id_loss = (
-                F.cross_entropy(self.classifier(self.neck(cls)), labels,
-                                label_smoothing=o.label_smoothing)
-                + F.cross_entropy(self.classifier_proj(self.neck_proj(proj)), labels,
-                                  label_smoothing=o.label_smoothing)
-            )
-            triplet = (batch_hard_triplet_loss(cls, labels, o.triplet_margin)
-                       + batch_hard_triplet_loss(proj, labels, o.triplet_margin))
-            i2t = F.cross_entropy(proj.float() @ self.text_features.T, labels)
-            loss = o.id_loss_weight * id_loss + o.triplet_weight * triplet + o.i2t_weight * i2t
-            return {"loss": loss, "id": id_loss.detach(), "triplet": triplet.detach(),
-                    "i2t": i2t.detach()}
-
         return Stage(
             name="image",
             param_groups=lambda: [
@@ -205,7 +209,7 @@ class ClipReID(Method):
             ],
             loader=loader,
             sampler=sampler,
-            step=step,
-            setup=setup,
+            step=self.image_losses,
+            setup=self.cache_text_features,
             train_modules=lambda: [self.clip.visual, *heads],
         )
