@@ -149,10 +149,11 @@ def test_cache_is_reused_and_rebuilt_when_stale(trained, tmp_path, monkeypatch):
     swapped = vireid.Retriever(other, gallery=gallery, cache=cache)
     assert swapped.cache_status == "rebuilt (computed by another model)"
 
+    # Something that is not a cache of ours is never overwritten.
     cache.write_bytes(b"garbage")
-    broken = vireid.Retriever(model, gallery=gallery, cache=cache)
-    assert broken.cache_status.startswith("rebuilt (unreadable")
-    assert load_feature_set(cache).model == model.fingerprint
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        vireid.Retriever(model, gallery=gallery, cache=cache)
+    assert cache.read_bytes() == b"garbage"
 
 
 def test_search_ranks_like_brute_force_and_reranks(trained, tmp_path):

@@ -22,17 +22,28 @@ Its keys (``FORMAT_VERSION`` 1):
     current epoch, to rebuild the data order of a mid-epoch resume) and
     ``sampler`` (the stage sampler's ``state_dict``, or None).
 
-Files are written to a temporary file in the same folder, flushed to disk and
-renamed over the target (``os.replace``), so a crash leaves either the old or
-the new checkpoint, never a torn one.
+Files are written to a temporary file in the same folder
+(``.<name>.<host>.<pid>.<random>.tmp``), flushed to disk and renamed over the
+target (``os.replace``), so a crash leaves either the old or the new checkpoint,
+never a torn one. A full disk is reported as such (the previous checkpoint is kept
+and the partial file removed); temporary files of killed processes are removed by
+the next write or load in their folder (:func:`remove_stale_temporaries`).
+
+Loading checks the structure of what the training engine reads (progress fields,
+per-rank RNG states) and raises :class:`CheckpointError` naming the file and the
+key; a key absent at access time raises it too (the loaded dict is a
+:class:`CheckpointDict`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import re
+import secrets
 import shutil
-import tempfile
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,12 +56,14 @@ import vireid
 __all__ = [
     "CHECKPOINT_FORMAT",
     "FORMAT_VERSION",
+    "CheckpointDict",
     "CheckpointError",
     "atomic_link",
     "atomic_save",
     "capture_rng_state",
     "load_checkpoint",
     "load_method_weights",
+    "remove_stale_temporaries",
     "restore_rng_state",
 ]
 
@@ -78,19 +91,88 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+_TEMPORARY = re.compile(r"^\.(?P<name>.+\.pt)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
+_OLD_TEMPORARY = re.compile(r"^\.(?P<name>.+\.pt)\.[A-Za-z0-9_]{8}\.tmp$")
+"""Names of the temporary files of :func:`atomic_save` (and of earlier versions, which
+took ``tempfile.mkstemp``'s eight random characters)."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. no permission: it exists
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the partial checkpoint files (``.last.pt.*.tmp``) that killed processes left
+    in ``folder``; files of a live process on this host (or of another host) are kept.
+    Returns the removed paths."""
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match:
+            if match["host"] != _HOST or _alive(int(match["pid"])):
+                continue
+        elif not _OLD_TEMPORARY.match(entry.name):
+            continue
+        try:
+            entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
+def _write(obj: Any, handle) -> None:
+    """Serialise ``obj`` into the open file ``handle`` (the step a full disk fails)."""
+    torch.save(obj, handle)
+
+
+def _out_of_space(err: BaseException, folder: Path) -> bool:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    # torch's zip writer reports a failed write as a RuntimeError without the errno
+    if isinstance(err, RuntimeError) and "write" in str(err).lower():
+        try:
+            return shutil.disk_usage(folder).free < (64 << 20)
+        except OSError:
+            return False
+    return False
+
+
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj)`` to ``path`` via a temporary file in the same folder + rename."""
+    """``torch.save(obj)`` to ``path`` via a temporary file in the same folder + rename.
+
+    On failure the temporary file is removed and ``path`` keeps its previous content;
+    a full disk raises ``OSError(ENOSPC)`` saying so and naming ``path``.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temporaries(target.parent)
+    temporary = target.with_name(
+        f".{target.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+        with open(temporary, "xb") as handle:
+            _write(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+    except BaseException as err:
+        temporary.unlink(missing_ok=True)
+        if _out_of_space(err, target.parent):
+            kept = " (the previous checkpoint is kept)" if target.exists() else ""
+            raise OSError(errno.ENOSPC,
+                          f"no space left on device: cannot write {target}{kept}") from None
         raise
     _fsync_dir(target.parent)
     return target
@@ -136,8 +218,44 @@ def capture_rng_state() -> dict[str, Any]:
     return state
 
 
+def check_rng_state(state: Any, where: str) -> None:
+    """Raises :class:`CheckpointError` naming ``where`` unless ``state`` has the form
+    :func:`capture_rng_state` writes."""
+    def bad(key: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"{where}: malformed RNG state at {key!r} (expected {expected})")
+
+    if not isinstance(state, Mapping):
+        raise bad("", "a mapping with python, numpy, torch")
+    for key in ("python", "numpy", "torch"):
+        if key not in state:
+            raise CheckpointError(f"{where}: RNG state lacks key {key!r}")
+    python = state["python"]
+    if (not isinstance(python, (list, tuple)) or len(python) != 3
+            or not isinstance(python[1], (list, tuple)) or len(python[1]) != 625
+            or not all(isinstance(v, int) for v in python[1])):
+        raise bad("python", "random.getstate(): (version, 625 integers, gauss)")
+    numpy_state = state["numpy"]
+    if not isinstance(numpy_state, Mapping) or not all(
+            k in numpy_state for k in ("bit_generator", "key", "pos", "has_gauss", "gauss")):
+        raise bad("numpy", "bit_generator, key, pos, has_gauss, gauss")
+    key = numpy_state["key"]
+    if (numpy_state["bit_generator"] != "MT19937" or not isinstance(key, torch.Tensor)
+            or key.shape != (624,) or key.is_floating_point()
+            or not isinstance(numpy_state["pos"], int)):
+        raise bad("numpy", "an MT19937 state: 624 integer key words and a position")
+    rng = state["torch"]
+    if (not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8 or rng.ndim != 1
+            or rng.numel() != torch.get_rng_state().numel()):
+        raise bad("torch", "a uint8 tensor of torch.get_rng_state()")
+    cuda = state.get("cuda") or []
+    if not isinstance(cuda, (list, tuple)) or not all(
+            isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in cuda):
+        raise bad("cuda", "a list of uint8 tensors")
+
+
 def restore_rng_state(state: Mapping[str, Any]) -> None:
     """Undo :func:`capture_rng_state` (CUDA states only when the device count matches)."""
+    check_rng_state(state, "RNG state")
     python = state["python"]
     random.setstate((python[0], tuple(python[1]), python[2]))
     numpy_state = state["numpy"]
@@ -164,16 +282,79 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- reading
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+class CheckpointDict(dict):
+    """A loaded checkpoint (or part of one): a missing key raises :class:`CheckpointError`
+    naming the file and the key instead of a bare ``KeyError``."""
+
+    def __init__(self, data: Mapping, file: Path, prefix: str = ""):
+        super().__init__(data)
+        self._file, self._prefix = file, prefix
+
+    def __missing__(self, key):
+        raise CheckpointError(f"checkpoint {self._file} lacks key {self._prefix}{key!r}")
+
+
+_PROGRESS = {"stage": str, "stage_index": int, "epoch": int, "step_in_epoch": int,
+             "stage_step": int, "global_step": int, "stage_done": bool}
+
+
+def _check_structure(data: dict, file: Path) -> CheckpointDict:
+    """The parts the engine and ``load_model`` read, checked; CheckpointDicts all the way."""
+    for key in ("config", "method"):
+        if key not in data:
+            raise CheckpointError(f"checkpoint {file} lacks key {key!r}")
+        if not isinstance(data[key], dict):
+            raise CheckpointError(f"checkpoint {file}: {key!r} must be a mapping, "
+                                  f"got {type(data[key]).__name__}")
+    out = CheckpointDict(data, file)
+    training = [k for k in ("progress", "ranks", "optimizer", "scheduler") if k in data]
+    if not training:
+        return out  # weights and config only (enough for eval, extract, export)
+    for key in ("progress", "ranks", "optimizer", "scheduler"):
+        if key not in data:
+            raise CheckpointError(f"checkpoint {file} lacks key {key!r} (it holds "
+                                  f"{', '.join(training)} but not the whole training state)")
+    progress = data["progress"]
+    if not isinstance(progress, dict):
+        raise CheckpointError(f"checkpoint {file}: 'progress' must be a mapping")
+    for key, kind in _PROGRESS.items():
+        if key not in progress:
+            raise CheckpointError(f"checkpoint {file} lacks key 'progress'.{key!r}")
+        value = progress[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise CheckpointError(f"checkpoint {file}: 'progress'.{key!r} must be "
+                                  f"{kind.__name__}, got {value!r}")
+    out["progress"] = CheckpointDict(progress, file, "'progress'.")
+    ranks = data["ranks"]
+    if not isinstance(ranks, (list, tuple)) or not ranks:
+        raise CheckpointError(f"checkpoint {file}: 'ranks' must be a non-empty list")
+    checked = []
+    for index, rank in enumerate(ranks):
+        where = f"checkpoint {file}, 'ranks'[{index}]"
+        if not isinstance(rank, dict):
+            raise CheckpointError(f"{where} must be a mapping")
+        for key in ("rng", "epoch_rng"):
+            if key not in rank:
+                raise CheckpointError(f"checkpoint {file} lacks key 'ranks'[{index}].{key!r}")
+            check_rng_state(rank[key], f"{where}.{key!r}")
+        checked.append(CheckpointDict(rank, file, f"'ranks'[{index}]."))
+    out["ranks"] = checked
+    return out
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> CheckpointDict:
     """Read a checkpoint with ``torch.load(weights_only=True)`` and check its format.
 
     Raises FileNotFoundError for a missing file and :class:`CheckpointError`
-    (naming the file) for one that is unreadable, holds anything but tensors
-    and plain containers, or is not a vireid checkpoint.
+    (naming the file, and the key when one is missing or malformed) for one that
+    is unreadable, holds anything but tensors and plain containers, is not a
+    vireid checkpoint, or has a malformed training state (progress, RNG states).
+    Partial files of killed writers in its folder are removed first.
     """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"checkpoint not found: {file}")
+    remove_stale_temporaries(file.parent)
     try:
         data = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types
@@ -192,7 +373,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             f"{file} has checkpoint format version {version!r}; this vireid "
             f"({vireid.__version__}) reads versions up to {FORMAT_VERSION}"
         )
-    return data
+    return _check_structure(data, file)
 
 
 def load_method_weights(
@@ -202,7 +383,7 @@ def load_method_weights(
     checkpoint = load_checkpoint(path)
     try:
         method.load_state_dict(checkpoint["method"], strict=strict)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
         raise CheckpointError(
             f"checkpoint {path} (method {checkpoint.get('method_name')!r}) does not fit this "
             f"{type(method).__name__}: {exc}"

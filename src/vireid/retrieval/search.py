@@ -26,13 +26,36 @@ from vireid.retrieval.features import (
     FeatureSet,
     files_digest,
     gallery_samples,
+    load_feature_file_sets,
     load_feature_set,
     save_feature_set,
 )
 from vireid.retrieval.index import FeatureIndex
 from vireid.retrieval.model import ReIDModel
 
-__all__ = ["Match", "Retriever", "SearchResult"]
+__all__ = ["CACHE_ROLE", "Match", "Retriever", "SearchResult"]
+
+CACHE_ROLE = "search-cache"
+"""Metadata ``role`` of the gallery caches a :class:`Retriever` writes. Only such a file is
+ever overwritten at a cache path; another feature file there (``vireid extract --folder``)
+is reused while it fits, and is an error when stale."""
+
+
+def _read_cache(path: Path) -> FeatureSet:
+    """The single feature set at ``path``; ``ValueError`` if the path holds anything else."""
+    if not path.is_file():
+        raise ValueError(f"cache {path} exists and is not a file; choose another cache path")
+    try:
+        sets = load_feature_file_sets(path)
+    except ValueError as err:
+        raise ValueError(f"cache {path} holds something that is not a gallery cache ({err}); "
+                         "refusing to overwrite it: choose another cache path") from None
+    if "" not in sets:
+        raise ValueError(
+            f"cache {path} is a query/gallery feature file (vireid extract --split), not a "
+            "gallery cache; refusing to overwrite it: choose another cache path"
+        )
+    return sets[""]
 
 
 @dataclass(frozen=True)
@@ -133,20 +156,23 @@ class Retriever:
 
     def _embed(self, samples: list[Sample], batch_size: int | None) -> FeatureSet:
         assert self.model is not None
-        meta = {"model": self.model.fingerprint, "files": files_digest(samples)}
-        if self.cache is not None and self.cache.is_file():
-            try:
-                cached = load_feature_set(self.cache)
-            except ValueError as err:
-                reason = f"unreadable: {err}"
+        meta = {"model": self.model.fingerprint, "files": files_digest(samples),
+                "role": CACHE_ROLE}
+        if self.cache is not None and self.cache.exists():
+            cached = _read_cache(self.cache)
+            if cached.metadata.get("model") != meta["model"]:
+                reason = "computed by another model"
+            elif cached.metadata.get("files") != meta["files"]:
+                reason = "the gallery files changed"
             else:
-                if cached.metadata.get("model") != meta["model"]:
-                    reason = "computed by another model"
-                elif cached.metadata.get("files") != meta["files"]:
-                    reason = "the gallery files changed"
-                else:
-                    self.cache_status = "reused"
-                    return cached
+                self.cache_status = "reused"
+                return cached
+            if cached.metadata.get("role") != CACHE_ROLE:
+                raise ValueError(
+                    f"cache {self.cache} is a feature file written by vireid extract, not a "
+                    f"search cache, and it is stale ({reason}); refusing to overwrite it: "
+                    "choose another cache path"
+                )
             self.cache_status = f"rebuilt ({reason})"
         elif self.cache is not None:
             self.cache_status = "built"
