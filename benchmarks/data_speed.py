@@ -101,7 +101,7 @@ def main() -> None:
             samples = [Sample(p, 0, 1, Modality.VISIBLE, label=0) for p in paths]
             dataset = ImageDataset(samples, transform, seed=0)
             stages[f"end_to_end_{recipe}"] = _rate(dataset.__getitem__, range(len(dataset)), args.repeats)
-        frames_per_tracklet = 24  # HITSZ-VCM average tracklet length (datasets.md)
+        frames_per_tracklet = 24  # HITSZ-VCM average tracklet length (docs/datasets.md#hitsz-vcm)
         tracklets = [
             Sample(tuple(paths[i : i + frames_per_tracklet]), 0, 1, Modality.INFRARED, label=0)
             for i in range(0, len(paths) - frames_per_tracklet + 1, frames_per_tracklet)

@@ -1,6 +1,6 @@
 """Evaluation speed: the vectorised evaluator vs a plain per-query numpy loop.
 
-Problems of the real benchmarks' sizes (quality.md): SYSU-MM01 all-search
+Problems of the real benchmarks' sizes (docs/quality.md#benchmarks): SYSU-MM01 all-search
 (3,803 infrared queries x ~301 visible gallery, 10 trials, dedup CMC, cam3/cam2
 rule) and HITSZ-VCM (5,000 x 5,000 tracklets, same-id-same-camera rule).
 Features are synthetic: identity centre + a modality offset + noise whose

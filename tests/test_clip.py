@@ -233,7 +233,7 @@ def test_model_is_float32_and_tokenizer_works_offline():
 
 
 def test_real_architectures_at_288x144():
-    """ViT-B/16 and RN50 at full size, random weights (methods.md 'Notation')."""
+    """ViT-B/16 and RN50 at full size, random weights (docs/methods.md#notation-and-shared-settings)."""
     torch.manual_seed(0)
     with torch.no_grad():
         vit = build_clip("ViT-B-16").eval()

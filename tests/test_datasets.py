@@ -1,7 +1,7 @@
 """Dataset loaders on small trees written in each benchmark's real layout.
 
 The trees are written by hand here (an independent statement of the formats
-in datasets.md); the loaders are also run on the project's synthetic generator
+in docs/datasets.md); the loaders are also run on the project's synthetic generator
 when it provides the layout (section at the end).
 """
 
@@ -818,8 +818,8 @@ def test_sysu_official_draw_with_the_owners_permutations(tmp_path):
     def width(cam: int, pid: int) -> int:
         return np.asarray(cells[cam - 1].ravel()[pid - 1]).shape[1]
 
-    # Cell i is identity i and its width is the folder's image count: the sizes datasets.md
-    # gives (3,803 queries, ~301 all-search and ~112 indoor gallery images) follow.
+    # Cell i is identity i and its width is the folder's image count: the sizes
+    # docs/datasets.md#sysu-mm01 gives (3,803 queries, ~301 all-search and ~112 indoor gallery images) follow.
     assert sum(width(3, p) + width(6, p) for p in test_ids) == 3803
     assert sum(width(c, p) > 0 for c in (1, 2, 4, 5) for p in test_ids) == 301
     root = tmp_path / "SYSU-MM01"
@@ -849,6 +849,6 @@ def test_sysu_official_draw_with_the_owners_permutations(tmp_path):
                 for cam, pid in folders]
         assert got == want
     assert len(data.splits[0].query) == sum(sizes[3, pid] for pid in test_ids)
-    # indoor-search single-shot: one image per non-empty (cam1|cam2, id) folder; datasets.md
-    # gives ~112 images for the real dataset, which these permutation sizes reproduce
+    # indoor-search single-shot: one image per non-empty (cam1|cam2, id) folder;
+    # docs/datasets.md#sysu-mm01 gives ~112 images for the real dataset, which these permutation sizes reproduce
     assert len(data.splits[0].gallery) == len(folders) == 112

@@ -18,7 +18,7 @@ from torch import nn
 from vireid.config import ConfigError, load_config
 from vireid.losses import center_text_contrastive_loss, cross_modal_center_loss
 from vireid.losses.modality import modality_centers
-from vireid.models.clip import build_clip
+from vireid.models.factory import build_clip
 from vireid.models.temporal import (
     SpatialTemporalLayout,
     grouped_block,
@@ -213,14 +213,19 @@ def test_gradients_reach_exactly_the_trained_parameters(vcm, refresh):
     data, method = build(_config(vcm, f"method.text_refresh={refresh}",
                                  "method.sd_zero_init=false"))
     stage, groups, trained = _prepare(method)
-    assert set(groups) == {"visual", "prompts", "necks", "new_modules"}
-    assert groups["prompts"] == [method.prompts.ctx]
+    assert set(groups) == {"base", "prompt_classifier_bias"}  # VLD's x25 rule by name
+    names = {id(p): n for n, p in method.named_parameters()}
+    boosted = {names[id(p)] for p in groups["prompt_classifier_bias"]}
+    assert {"prompts.ctx", "sd.attn.out_proj.bias", "classifier.bn.bias"} <= boosted
+    assert {names[id(p)] for p in groups["base"]} >= {"sd.attn.out_proj.weight",
+                                                      "cmi.attn.q.weight"}
     assert not any(id(p) in trained for p in method.clip.text.parameters())
     batch = next(iter(stage.loader))
     B = len(batch["label"])
     assert batch["image"].shape[:2] == (B, 3) and B == 2 * 2 * 2
     out = stage.step(batch)
     assert set(out) == {"loss", "id", "triplet", "i2t", "center", "center_text"}
+    assert "sta_id" not in out and not hasattr(method, "prompt_tokens")  # STFL replaces STP
     assert all(torch.isfinite(v) for v in out.values())
     out["loss"].backward()
     assert_gradients_reach_exactly(method, trained)
@@ -261,7 +266,7 @@ def test_semantic_diffusion_needs_no_label_and_reads_the_bank(vcm):
         feats = method._features_once(clips, None)  # images only: no label, no modality
         method.text_bank.mul_(-1.0)
         flipped_bank = method._features_once(clips, None)
-    assert feats.shape == (len(clips), method.clip.visual.width + method.clip.visual.embed_dim)
+    assert feats.shape == (len(clips), method.clip.visual.width)  # VLD's feature without STA
     assert not torch.allclose(feats, flipped_bank)
     # zero-initialised SD starts as the identity
     data, method = build(_config(vcm))
@@ -314,10 +319,10 @@ def test_switches_build_the_parts_they_name(vcm):
     assert set(out) == {"loss", "id", "triplet", "i2t"}
     method.eval()
     clips = batch["image"][:2]
-    with torch.no_grad():  # all off: CLIP-ReID's video feature (mean of frame class tokens)
-        f = method.encode_frames(clips)
-        plain = method.clip.visual(clips.flatten(0, 1)).cls.view(2, 3, -1)
-    assert torch.equal(f, plain)
+    with torch.no_grad():  # all off: the mean of the plain frame encoder's class tokens
+        f = method.encode(clips).cls
+        plain = method.clip.visual(clips.flatten(0, 1)).cls.view(2, 3, -1).mean(1)
+    torch.testing.assert_close(f, plain)
 
 
 def test_bad_options_name_the_key(vcm):
@@ -329,14 +334,60 @@ def test_bad_options_name_the_key(vcm):
         build(_config(vcm, "model.backbone=tiny-rn50"))
     with pytest.raises(ConfigError, match="shift_share"):
         _config(vcm, "method.shift_share=1.5")
+    with pytest.raises(ConfigError, match="method.stp"):
+        build(_config(vcm, "method.stp=true"))
 
 
 def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[1] / "configs"
-    for path in ("vcm/lsmrl_vitb16.yaml", "bupt/lsmrl_vitb16.yaml"):
-        cfg = load_config(root / path)
+    for dataset, batch in (("vcm", (4, 4)), ("bupt", (8, 2))):
+        cfg = load_config(root / dataset / "lsmrl_vitb16.yaml")
+        vld = load_config(root / dataset / "vld_vitb16.yaml")
         assert cfg.method.name == "lsmrl" and cfg.data.video.num_frames == 6
-        assert cfg.data.identities_per_batch == 4 and cfg.data.instances_per_identity == 4
-        main_stage = cfg.train.stages["main"]
-        assert main_stage.optimizer == "adamw" and main_stage.lr == 2.5e-5
-        assert main_stage.lr_multipliers == {"new_modules": 10.0, "prompts": 25.0}
+        assert (cfg.data.identities_per_batch, cfg.data.instances_per_identity) == batch
+        # everything but the method section is VLD's recipe
+        assert cfg.data == vld.data and cfg.train == vld.train and cfg.seed == vld.seed
+        shared = set(type(vld.method).model_fields) - {"name", "stp"}
+        assert {k: getattr(cfg.method, k) for k in shared} == {k: getattr(vld.method, k)
+                                                               for k in shared}
+        assert cfg.method.stfl and cfg.method.sd and cfg.method.cmi and not cfg.method.stp
+
+
+def test_switched_off_lsmrl_is_vld(vcm):
+    """STFL, SD, CMI and the modality losses off, VLD's prompting on: LSMRL's features,
+    losses and gradients equal VLD's on the same weights and batch."""
+    from vireid.config import load_config as load
+
+    vld_cfg = load(EXAMPLE.with_name("vld_tiny.yaml"),
+                   [f"data.root={vcm}", "data.identities_per_batch=2", "data.video.num_frames=3"])
+    _, vld = build(vld_cfg)
+    _, lsmrl = build(_config(vcm, "method.stfl=false", "method.stp=true", "method.sd=false",
+                             "method.cmi=false", "method.center_weight=0",
+                             "method.center_text_weight=0", "method.sth_start_block=0"))
+    missing, unexpected = lsmrl.load_state_dict(vld.state_dict(), strict=False)
+    assert missing == ["text_bank"] and unexpected == []
+    stage, groups, _ = _prepare(vld)
+    other_groups = {g.name: [n for n, p in lsmrl.named_parameters() if any(p is q for q in g.params)]
+                    for g in lsmrl.stages()[0].param_groups()}
+    names = {id(p): n for n, p in vld.named_parameters()}
+    assert other_groups == {k: [names[id(p)] for p in v] for k, v in groups.items()}
+    _prepare(lsmrl)
+    batch = next(iter(stage.loader))
+    out_vld, out_lsmrl = vld.training_losses(batch), lsmrl.training_losses(batch)
+    assert set(out_vld) == set(out_lsmrl) == {"loss", "id", "i2t", "triplet", "sta_id",
+                                               "sta_triplet"}
+    for key in out_vld:
+        torch.testing.assert_close(out_lsmrl[key], out_vld[key], atol=0, rtol=0)
+    out_vld["loss"].backward()
+    out_lsmrl["loss"].backward()
+    theirs = dict(vld.named_parameters())
+    for name, p in lsmrl.named_parameters():
+        assert (p.grad is None) == (theirs[name].grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(p.grad, theirs[name].grad, atol=0, rtol=0)
+    vld.eval()
+    lsmrl.eval()
+    clips = batch["image"][:2]
+    with torch.no_grad():
+        torch.testing.assert_close(lsmrl._features_once(clips, None), vld._features_once(clips, None),
+                                   atol=0, rtol=0)

@@ -12,7 +12,7 @@ from vireid.cli import main
 from vireid.clip_pretrain import train as pretrain_mod
 from vireid.clip_pretrain.train import Recipe, clip_loss, learning_rate, pretrain, read_metadata
 from vireid.clip_pretrain.zeroshot import _ranks, average_precision
-from vireid.models.clip import backbone_config, build_clip
+from vireid.models.factory import backbone_config, build_clip
 from vireid.models.weights import sha256_file
 
 TINY = ["--backbone", "tiny-vit-p8", "--steps", "3", "--batch-size", "4", "--ids", "6",

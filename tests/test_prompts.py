@@ -7,7 +7,8 @@ import torch
 from open_clip.model import CLIP
 
 from vireid.models import DEFAULT_TEMPLATE, PromptLearner, build_clip, get_tokenizer
-from vireid.models.clip import TextEncoder, backbone_config
+from vireid.models.clip import TextEncoder
+from vireid.models.factory import backbone_config
 from vireid.models.weights import to_model_keys
 
 SENTENCES = ["a photo of a person.", "A X X X X person observed in both day and night conditions."]
@@ -25,7 +26,7 @@ def _text_state(reference: CLIP) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("text_name", ["tiny-vit", "ViT-B-16"])
 def test_text_encoder_matches_open_clip_encode_text(text_name):
-    """Fed the real token embeddings, the prompt path equals ``encode_text`` (methods.md 0)."""
+    """Fed the real token embeddings, the prompt path equals ``encode_text`` (docs/methods.md#clip-reid-baseline-clipreid)."""
     torch.manual_seed(0)
     reference = _open_clip_model("tiny-vit", text_name)  # real-size text tower for ViT-B-16
     cfg = backbone_config(text_name)

@@ -229,7 +229,7 @@ def test_llcm_layout(datasets):
 
 
 def _vcm_decode(name: str) -> str:
-    """Independent frame-name decoding (datasets.md: pid, M, D..T camera, file after F)."""
+    """Independent frame-name decoding (docs/datasets.md#hitsz-vcm: pid, M, D..T camera, file after F)."""
     m = re.fullmatch(r"(\d{4})M([12])D(\d+)T(\d+)F(\d+\.jpg)", name)
     assert m, name
     return f"{m.group(1)}/{'ir' if m.group(2) == '1' else 'rgb'}/D{m.group(3)}/{m.group(5)}"

@@ -17,7 +17,8 @@ from safetensors.torch import load_file, save_file
 
 from vireid.models import build_clip, fetch_weights, load_weights, read_state_dict
 from vireid.models import weights as weights_module
-from vireid.models.clip import backbone_config, resize_grid_embedding
+from vireid.models.factory import backbone_config
+from vireid.models.pos_embed import resize_grid_embedding
 from vireid.models.weights import (
     WeightsDownloadError,
     WeightsError,

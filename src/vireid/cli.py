@@ -109,8 +109,8 @@ def _print_summary(summary: dict, as_json: bool) -> None:
 
 
 def _cmd_train(args) -> int:
+    from vireid.comm import is_main_process
     from vireid.config import load_config
-    from vireid.engine.distributed import is_main_process
     from vireid.runner import train
 
     cfg = load_config(args.config, args.overrides)
@@ -198,7 +198,7 @@ def _cmd_extract(args) -> int:
         info = {"out": str(out), "items": len(samples), "dim": int(feats.shape[1])}
     else:
         from vireid.evaluation.evaluator import _select_splits
-        from vireid.runner import load_data
+        from vireid.data.datasets import load_data
 
         split = _select_splits(load_data(model.config).splits, [args.split])[0]
         index: dict[Sample, int] = {}
@@ -248,7 +248,7 @@ def _cmd_report(args) -> int:
     from pathlib import Path
 
     from vireid.retrieval.report import write_report
-    from vireid.runner import load_data
+    from vireid.data.datasets import load_data
 
     model = _load_model(args)
     if args.out is not None:
@@ -313,7 +313,7 @@ def _cmd_clip_pretrain(args) -> int:
         batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay,
     )
-    from vireid.models.clip import backbone_config
+    from vireid.models.factory import backbone_config
 
     backbone_config(args.backbone)  # unknown names fail before any rendering
     summary = pretrain(recipe, args.out, checkpoint=args.checkpoint, resume=args.resume,

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import torch
 
-from vireid.config import Config, config_from_dict, load_config, resolve_data_root
-from vireid.data.datasets import load_dataset
+from vireid.config import Config, config_from_dict, load_config
+from vireid.data.datasets import load_data
 from vireid.data.types import ReIDData
 from vireid.evaluation.evaluator import evaluate_method, format_summary
 
-
-def load_data(cfg: Config) -> ReIDData:
-    """The dataset named in ``cfg.data``, validated, with its evaluation splits."""
-    return load_dataset(cfg.data.name, resolve_data_root(cfg.data), **cfg.data.options)
+__all__ = ["build", "chance_rank1", "demo", "evaluate_checkpoint", "load_data",
+           "merge_trial_summaries", "train", "train_trials"]
 
 
 def build(cfg: Config, rank: int = 0, world_size: int = 1):

@@ -54,7 +54,7 @@ SHIPPED: dict[str, tuple[str, str]] = {}
 
 def register() -> None:
     """Register :data:`CONFIGS` as backbones (idempotent)."""
-    from vireid.models.clip import register_backbone
+    from vireid.models.factory import register_backbone
 
     for name, config in CONFIGS.items():
         register_backbone(name, config)

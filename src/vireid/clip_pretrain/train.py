@@ -66,6 +66,7 @@ class Recipe:
     gray_prob: float = 0.2
     flip_prob: float = 0.5
     colour_prob: float = 0.6
+    keep_prob: float = 0.75
     quick_gelu: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -78,7 +79,7 @@ class Recipe:
             "lr": self.lr > 0, "warmup_steps": 0 <= self.warmup_steps,
             "weight_decay": self.weight_decay >= 0,
             "gray_prob": 0 <= self.gray_prob <= 1, "flip_prob": 0 <= self.flip_prob <= 1,
-            "colour_prob": 0 <= self.colour_prob <= 1,
+            "colour_prob": 0 <= self.colour_prob <= 1, "keep_prob": 0 < self.keep_prob <= 1,
             "image_size": len(self.image_size) == 2 and min(self.image_size) > 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
@@ -146,7 +147,7 @@ def make_batch(
     flip = torch.as_tensor(rng.random(recipe.batch_size) < recipe.flip_prob)
     texts = [
         caption(population.attrs[int(i)], rng, views[int(j)],
-                colour_prob=0.0 if bool(g) else recipe.colour_prob)
+                colour_prob=0.0 if bool(g) else recipe.colour_prob, keep_prob=recipe.keep_prob)
         for i, j, g in zip(ids, index, gray)
     ]
     if gray.any():
@@ -201,7 +202,8 @@ def pretrain(
     ``log``: a JSON-lines file with the loss, temperature and learning rate of every
     step. Returns a summary (steps, losses, seconds, output path).
     """
-    from vireid.models.clip import build_clip, get_tokenizer
+    from vireid.models.clip import get_tokenizer
+    from vireid.models.factory import build_clip
 
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -280,7 +282,7 @@ def write_weights(model, out: str | Path, recipe: Recipe, summary: dict[str, Any
     it; the metadata holds the architecture config, the recipe and the run summary."""
     from safetensors.torch import save_file
 
-    from vireid.models.clip import backbone_config
+    from vireid.models.factory import backbone_config
     from vireid.models.weights import sha256_file, to_open_clip_keys
 
     out = Path(out)

@@ -180,7 +180,7 @@ def load_clip(
     whose metadata names the backbone and size; other CLIP files need ``backbone``), or
     from ``backbone``'s shipped ``synthetic`` weights. Both go through
     :func:`~vireid.models.clip.build_clip` and its weight loader."""
-    from vireid.models.clip import build_clip
+    from vireid.models.factory import build_clip
 
     from .backbones import PRETRAIN_IMAGE_SIZE, SYNTHETIC_TAG
     from .train import FORMAT, read_metadata

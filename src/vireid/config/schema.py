@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 DATA_ENV_VAR = "VIREID_DATA"
-"""Environment variable holding the folder that contains the dataset folders (architecture.md §4)."""
+"""Environment variable holding the folder that contains the dataset folders (docs/datasets.md#dataset-roots)."""
 
 DATASET_FOLDERS: dict[str, str] = {
     "sysu": "SYSU-MM01",
@@ -37,7 +37,7 @@ DATASET_FOLDERS: dict[str, str] = {
     "vcm": "HITSZ-VCM",
     "bupt": "BUPTCampus",
 }
-"""Folder name of each dataset under ``$VIREID_DATA`` (the release folder names, datasets.md)."""
+"""Folder name of each dataset under ``$VIREID_DATA`` (the release folder names, docs/datasets.md#dataset-roots)."""
 
 IMAGE_DATASETS = ("sysu", "regdb", "llcm")
 VIDEO_DATASETS = ("vcm", "bupt")
@@ -49,7 +49,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 DEFAULT_WARMUP_FACTOR = 0.01
 """Warm-up start as a fraction of the base lr when neither factor nor start lr is given
-(CSDN stage 3, methods.md: "warm-up 10 epochs from ×0.01")."""
+(CSDN stage 3, docs/methods.md#csdn-csdn: 10 warm-up epochs from ×0.01)."""
 
 BASE_KEY = "_base_"
 DELETE_KEY = "_delete_"
@@ -130,7 +130,7 @@ class _Section(BaseModel):
 class VideoConfig(_Section):
     """Frame sampling of tracklets (video datasets only; ignored for image datasets).
 
-    Names follow datasets.md: HITSZ-VCM trains with restricted random sampling
+    Names follow docs/protocols.md#frame-sampling-for-tracklets: HITSZ-VCM trains with restricted random sampling
     (``rrs``: one random frame per chunk) and tests with the first frame of each
     chunk; BUPTCampus trains with sorted random indices and tests with evenly
     spaced (floored linspace) frames; ``dense`` averages all consecutive T-frame clips.
@@ -157,7 +157,7 @@ class VideoConfig(_Section):
 
 
 class AugmentConfig(_Section):
-    """Training augmentation (methods.md: pad 10, random crop, flip, erasing, modality tricks)."""
+    """Training augmentation (docs/methods.md#notation-and-shared-settings: pad 10, random crop, flip, erasing, modality tricks)."""
 
     pad: int = Field(
         10, ge=0, description="Zero padding before the random crop back to image_size."
@@ -197,7 +197,11 @@ class DataConfig(_Section):
         "(e.g. mode, trial, trials, official_drop, min_seq_len).",
     )
     image_size: Annotated[tuple[int, int], BeforeValidator(_as_tuple)] = Field(
-        (288, 144), description="Input size [height, width] (methods.md: 288x144 everywhere)."
+        (288, 144), description="Input size [height, width] (288x144 everywhere, docs/methods.md#notation-and-shared-settings)."
+    )
+    interpolation: Literal["bicubic", "bilinear", "lanczos"] = Field(
+        "bicubic", description="Resize filter of the training and test transforms (CSDN code: "
+        "PIL Lanczos; X-ReID code: bilinear; CLIP-ReID code: bicubic)."
     )
     video: VideoConfig = Field(default_factory=VideoConfig, description="Tracklet frame sampling.")
     augment: AugmentConfig = Field(
@@ -249,7 +253,7 @@ def resolve_data_root(data: DataConfig, environ: Mapping[str, str] | None = None
 
 
 class ModelConfig(_Section):
-    """CLIP backbone and its adaptations (architecture.md, models/clip.py)."""
+    """CLIP backbone and its adaptations (docs/architecture.md#models-and-losses, models/clip.py)."""
 
     backbone: str = Field(
         "ViT-B-16",
@@ -434,6 +438,12 @@ class TrainConfig(_Section):
     )
     keep_epoch_checkpoints: bool = Field(
         False, description="Keep a copy of every periodic checkpoint (not only last.pt)."
+    )
+    keep_best: bool = Field(
+        False,
+        description="REPRODUCTION ONLY: copy the checkpoint of the best Rank-1 to "
+        "checkpoints/best.pt at every evaluation (train.eval_every). The evaluation is the "
+        "TEST set, so this is model selection on the test set (the CSDN and X-ReID code).",
     )
     resume: str | None = Field(None, description="Checkpoint to resume from; null = fresh run.")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")

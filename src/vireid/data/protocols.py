@@ -78,7 +78,7 @@ def keep_pairs(exclusion: str, q_ids, q_cams, g_ids, g_cams):
 # ---------------------------------------------------------------------------
 
 SYSU_VISIBLE_CAMERAS: tuple[int, ...] = (1, 2, 4, 5)
-"""SYSU-MM01 visible cameras (datasets.md [V]; ``rgb_cameras`` of the reference ``pre_process_sysu``)."""
+"""SYSU-MM01 visible cameras (docs/datasets.md#sysu-mm01 [V]; ``rgb_cameras`` of the reference ``pre_process_sysu``)."""
 
 SYSU_INFRARED_CAMERAS: tuple[int, ...] = (3, 6)
 """SYSU-MM01 infrared cameras; every test-id image from them is a query (reference ``process_query_sysu``)."""
@@ -87,7 +87,7 @@ SYSU_GALLERY_CAMERAS: dict[str, tuple[int, ...]] = {"all": (1, 2, 4, 5), "indoor
 """Gallery cameras of all-search and indoor-search (reference ``process_gallery_sysu``)."""
 
 SYSU_TRIALS = 10
-"""Trials (gallery draws) averaged on SYSU-MM01 (datasets.md [V])."""
+"""Trials (gallery draws) averaged on SYSU-MM01 (docs/protocols.md#per-dataset [V])."""
 
 SYSU_MULTI_SHOT = 10
 """Images per (id, camera) in the multi-shot gallery (official toolkit ``number_shot = 10``)."""
@@ -102,7 +102,7 @@ LLCM_TRIALS = 10
 """Trials (gallery draws) averaged on LLCM (reference ``test.py``: ``for trial in range(10)``)."""
 
 REGDB_TRIALS: tuple[int, ...] = tuple(range(1, 11))
-"""RegDB split numbers ``idx/*_{1..10}.txt``; one model is trained per split (datasets.md [V])."""
+"""RegDB split numbers ``idx/*_{1..10}.txt``; one model is trained per split (docs/datasets.md#regdb [V])."""
 
 REGDB_CAMERAS = {"visible": 1, "thermal": 2}
 """Camera numbers given to RegDB images (third-party test scripts: visible = 1, thermal = 2 [T]).

@@ -566,7 +566,8 @@ def build_transforms(
     return Compose(steps, per_frame=settings["per_frame"])
 
 
-def train_transforms_from_config(augment: Any, size: tuple[int, int], recipe: str = "clipreid"):
+def train_transforms_from_config(augment: Any, size: tuple[int, int], recipe: str = "clipreid",
+                                 interpolation: str | None = None):
     """Per-modality training transforms for :class:`~vireid.data.loaders.ImageDataset` /
     ``TrackletDataset`` from a config's ``data.augment`` section.
 
@@ -575,11 +576,14 @@ def train_transforms_from_config(augment: Any, size: tuple[int, int], recipe: st
     ``adaptive_gray_prob`` > 0 adds CAJ's adaptive gray to infrared images;
     ``channel_exchange`` adds a second visible view with one random channel (CAJ
     ``ChannelExchange``), appended to the batch by the collate function.
+    ``interpolation`` (``data.interpolation``) replaces the recipe's resize filter.
     """
     common: dict[str, Any] = dict(
         padding=augment.pad, flip_p=augment.flip_prob, erase_p=augment.random_erasing_prob,
         normalization=(tuple(augment.mean), tuple(augment.std)),
     )
+    if interpolation is not None:
+        common["interpolation"] = interpolation
     if augment.channel_erasing:
         common["erasing"] = "caj"
     visible = build_transforms(True, size, Modality.VISIBLE, recipe, **common)

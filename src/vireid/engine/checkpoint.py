@@ -2,7 +2,7 @@
 
 A checkpoint is one ``torch.save`` file of plain containers (dicts, lists,
 tuples, numbers, strings, None) and tensors, so that it loads with
-``torch.load(weights_only=True)`` (quality.md: loading must not execute code).
+``torch.load(weights_only=True)`` (docs/quality.md#bad-input-and-reliability: loading must not execute code).
 Its keys (``FORMAT_VERSION`` 1):
 
 ``format``, ``format_version``, ``vireid_version``, ``torch_version``

@@ -39,6 +39,7 @@ after ``backward``; only rank 0 writes logs and checkpoints and runs the
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -97,6 +98,9 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 """Folder of the run directory that holds the checkpoints."""
 LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+"""``train.keep_best``: the best Rank-1 checkpoint (selected on the test set)."""
+BEST_RECORD = "best.json"
 """The newest checkpoint (resume from it); ``<stage>.pt`` is the state at the end of a stage."""
 CONFIG_FILE = "config.yaml"
 
@@ -317,6 +321,16 @@ class Trainer:
         self._last_eval_step: int | None = None
         self.last_checkpoint: Path | None = None
         self.eval_history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        """``train.keep_best``: score and position of ``checkpoints/best.pt``."""
+        if cfg.train.keep_best:
+            warnings.warn(
+                "train.keep_best keeps the checkpoint with the best Rank-1 ON THE TEST SET "
+                "(model selection on the test set, as the CSDN / X-ReID code does): use it "
+                "only to reproduce published numbers", stacklevel=2)
+            record = self.checkpoint_dir / BEST_RECORD
+            if self.resume_path is not None and record.is_file():
+                self.best = json.loads(record.read_text())
         self.last_step_time: float | None = None
         self._epoch_means: dict[str, float] = {}
         self.log: RunLogger | None = None
@@ -779,7 +793,35 @@ class Trainer:
             record["epoch"] = epoch
         self.eval_history.append(result)
         self._log("eval", record, step=self.global_step)
+        if self.cfg.train.keep_best:
+            self._keep_best(result, final)
         return result
+
+    def _keep_best(self, result: Mapping[str, Any], final: bool) -> None:
+        """``train.keep_best``: copy the checkpoint of the best Rank-1 so far (ties count,
+        as in the CSDN code) to ``checkpoints/best.pt``. The score is the mean Rank-1 of
+        the first setting of the evaluation summary -- the TEST set: model selection on
+        the test set, for reproducing published numbers only."""
+        settings = [k for k, v in result.items()
+                    if k != "splits" and isinstance(v, Mapping) and "R1" in v.get("mean", {})]
+        if not settings:
+            return
+        score = float(result[settings[0]]["mean"]["R1"])
+        if self.best is not None and score < self.best["score"]:
+            return
+        path = self.last_checkpoint if final else self._save_checkpoint(stage_done=False)
+        self.best = {"score": score, "setting": settings[0], "stage": self.stage.name
+                     if self.stage is not None else None, "epoch": self.epoch,
+                     "step": self.global_step}
+        if self.dist.is_main and path is not None:
+            atomic_link(path, self.checkpoint_dir / BEST_CHECKPOINT)
+            (self.checkpoint_dir / BEST_RECORD).write_text(json.dumps(self.best) + "\n")
+        self._log("best", {**self.best, "selected_on": "test set (train.keep_best)"},
+                  step=self.global_step)
+        if self.dist.is_main:
+            print(f"[keep_best] Rank-1 {100 * score:.2f} ({settings[0]}) is the best so far: "
+                  f"{self.checkpoint_dir / BEST_CHECKPOINT} -- SELECTED ON THE TEST SET",
+                  file=sys.stderr, flush=True)
 
     # ------------------------------------------------------------------ checkpoints
 

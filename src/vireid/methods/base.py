@@ -24,7 +24,7 @@ from vireid.data.loaders import TrackletDataset, collate_samples, seed_worker
 from vireid.data.samplers import CrossModalIdentitySampler
 from vireid.data.transforms import build_transforms, train_transforms_from_config
 from vireid.data.types import DataSpec, ReIDData, Sample
-from vireid.models.clip import build_clip
+from vireid.models.factory import build_clip
 
 
 class ResumableSampler(Protocol):
@@ -165,9 +165,10 @@ class Method(nn.Module):
         )
 
     def _video_test_transform(self):
-        a = self.cfg.data.augment
-        return build_transforms(False, tuple(self.cfg.data.image_size), recipe="video",
-                                normalization=(tuple(a.mean), tuple(a.std)))
+        d = self.cfg.data
+        return build_transforms(False, tuple(d.image_size), recipe="video",
+                                normalization=(tuple(d.augment.mean), tuple(d.augment.std)),
+                                interpolation=d.interpolation)
 
     def _tracklet_test_loader(self, samples: Sequence[Sample], batch_size: int) -> DataLoader:
         """Test clips of tracklets (``data.video`` test T and sampling), no augmentation."""
@@ -182,7 +183,7 @@ class Method(nn.Module):
         d = self.cfg.data
         return TrackletDataset(
             self.data.train,
-            train_transforms_from_config(d.augment, tuple(d.image_size), "video"),
+            train_transforms_from_config(d.augment, tuple(d.image_size), "video", d.interpolation),
             seq_len=d.video.num_frames, frame_sampler=d.video.train_sampling, seed=self.cfg.seed,
             skip_bad=d.skip_bad_images,
         )

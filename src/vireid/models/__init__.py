@@ -1,4 +1,5 @@
-"""Models: the CLIP backbone adapter, prompt learners, heads and weight loading."""
+"""Models: the CLIP backbone adapter (clip), its registry and builder (factory), weight
+loading (weights, pos_embed), prompt learners, heads and temporal modules."""
 
 from vireid.models.clip import (
     FROZEN_PARTS,
@@ -8,13 +9,11 @@ from vireid.models.clip import (
     VisualEncoder,
     VisualOutput,
     VitEncoder,
-    build_clip,
     get_tokenizer,
-    list_backbones,
-    register_backbone,
-    resize_grid_embedding,
 )
+from vireid.models.factory import backbone_config, build_clip, list_backbones, register_backbone
 from vireid.models.heads import BNNeck, Classifier, GeM
+from vireid.models.pos_embed import resize_grid_embedding
 from vireid.models.prompts import DEFAULT_TEMPLATE, PromptLearner
 from vireid.models.weights import (
     WeightsDownloadError,
@@ -28,6 +27,7 @@ from vireid.models.weights import (
 )
 
 __all__ = [
+    "backbone_config",
     "DEFAULT_TEMPLATE",
     "FROZEN_PARTS",
     "BNNeck",

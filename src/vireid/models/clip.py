@@ -1,8 +1,9 @@
 """CLIP backbones for re-identification, built from open_clip's own modules.
 
-:func:`build_clip` assembles a :class:`ClipModel` (an image encoder and a text
-encoder) from an open_clip architecture config, with the changes person
-re-identification needs (architecture.md, methods.md section 0):
+:func:`vireid.models.factory.build_clip` assembles a :class:`ClipModel` (an
+image encoder and a text encoder) from an open_clip architecture config, with
+the changes person re-identification needs (docs/architecture.md#models-and-losses,
+docs/methods.md#notation-and-shared-settings):
 
 * non-square input, 288x144 (HxW) by default: the ViT patch grid becomes 18x9
   and the ModifiedResNet attention-pool grid 18x9 (``last_stride=1``); the
@@ -28,16 +29,12 @@ open_clip checkpoints onto these names.
 
 from __future__ import annotations
 
-import copy
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
@@ -48,108 +45,11 @@ __all__ = [
     "VisualEncoder",
     "VisualOutput",
     "VitEncoder",
-    "backbone_config",
-    "build_clip",
     "get_tokenizer",
-    "list_backbones",
-    "register_backbone",
-    "resize_grid_embedding",
 ]
 
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (288, 144)
-"""Input size (H, W) used by every method (methods.md, 'Notation')."""
-
-# --------------------------------------------------------------------------- registry
-
-_TINY_TEXT_CFG: dict[str, Any] = {
-    # context length and vocabulary of the real CLIP text tower, so that the BPE
-    # tokenizer shipped with open_clip works unchanged (open_clip model_configs).
-    "context_length": 77,
-    "vocab_size": 49408,
-    "width": 64,
-    "heads": 2,
-    "layers": 2,
-}
-
-_LOCAL_CONFIGS: dict[str, dict[str, Any]] = {
-    # Tiny variants of the two real families, for tests and the CPU demo.
-    "tiny-vit": {
-        "embed_dim": 64,
-        "vision_cfg": {
-            "image_size": 224,
-            "layers": 2,
-            "width": 64,
-            "head_width": 32,
-            "patch_size": 16,
-        },
-        "text_cfg": dict(_TINY_TEXT_CFG),
-    },
-    # 8-pixel patches: a 16x8 grid at 128x64. From scratch, 16-pixel patches (8x4
-    # tokens of 768 pixels) learn far too slowly for CPU-sized runs.
-    "tiny-vit-p8": {
-        "embed_dim": 64,
-        "vision_cfg": {
-            "image_size": 224,
-            "layers": 2,
-            "width": 64,
-            "head_width": 32,
-            "patch_size": 8,
-        },
-        "text_cfg": dict(_TINY_TEXT_CFG),
-    },
-    "tiny-rn50": {
-        "embed_dim": 64,
-        "vision_cfg": {
-            "image_size": 224,
-            "layers": [1, 1, 1, 1],
-            "width": 16,
-            "head_width": 64,
-            "patch_size": None,
-        },
-        "text_cfg": dict(_TINY_TEXT_CFG),
-    },
-}
-
-_DOCUMENTED_BACKBONES = ("RN50", "ViT-B-16")
-"""The real architectures the methods use (methods.md); taken from open_clip's configs."""
-
-
-def register_backbone(name: str, config: dict[str, Any]) -> None:
-    """Register an architecture config (open_clip's JSON layout) under ``name``."""
-    for key in ("embed_dim", "vision_cfg", "text_cfg"):
-        if key not in config:
-            raise ValueError(f"backbone config {name!r} lacks the key {key!r}")
-    _LOCAL_CONFIGS[name] = copy.deepcopy(config)
-
-
-def list_backbones() -> list[str]:
-    """Backbone names :func:`build_clip` accepts (open_clip's ViT and ModifiedResNet
-    configs are accepted too; these are the ones the project documents and tests)."""
-    return sorted(set(_LOCAL_CONFIGS) | set(_DOCUMENTED_BACKBONES))
-
-
-def backbone_config(name: str) -> dict[str, Any]:
-    """The architecture config of ``name`` (a copy): the local registry first,
-    then open_clip's bundled ``model_configs``."""
-    if name in _LOCAL_CONFIGS:
-        return copy.deepcopy(_LOCAL_CONFIGS[name])
-    from open_clip import get_model_config
-
-    config = get_model_config(name)
-    if config is None:
-        raise ValueError(
-            f"unknown backbone {name!r}; known: {', '.join(list_backbones())} "
-            "(or any open_clip ViT / ModifiedResNet config name)"
-        )
-    vision = config.get("vision_cfg", {})
-    text = config.get("text_cfg", {})
-    if vision.get("timm_model_name") or text.get("hf_model_name") or config.get("multimodal_cfg"):
-        raise ValueError(
-            f"backbone {name!r} uses a timm / Hugging Face tower; only CLIP ViT and "
-            "ModifiedResNet image towers with the CLIP text transformer are supported"
-        )
-    return copy.deepcopy(config)
-
+"""Input size (H, W) used by every method (docs/methods.md#notation-and-shared-settings)."""
 
 @lru_cache(maxsize=4)
 def get_tokenizer(context_length: int = 77):
@@ -170,59 +70,6 @@ def value_checks_enabled() -> bool:
     compiler = getattr(torch, "compiler", None)
     is_compiling = getattr(compiler, "is_compiling", None)
     return not (is_compiling is not None and is_compiling())
-
-
-def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
-    if isinstance(value, int):
-        pair = (value, value)
-    else:
-        pair = tuple(int(v) for v in value)
-    if len(pair) != 2 or min(pair) <= 0:
-        raise ValueError(f"{name} must be a positive int or an (H, W) pair, got {value!r}")
-    return pair  # type: ignore[return-value]
-
-
-def resize_grid_embedding(
-    embedding: torch.Tensor,
-    new_grid: tuple[int, int],
-    old_grid: tuple[int, int] | None = None,
-    num_prefix_tokens: int = 1,
-) -> torch.Tensor:
-    """Resize a (prefix + gh*gw, D) positional embedding to another grid.
-
-    The prefix tokens (the class token of the ViT, the mean token of the
-    attention pool) are kept as they are; the grid part is resized bilinearly
-    (``align_corners=False``, no antialias, as CLIP-ReID's ``resize_pos_embed``).
-    ``old_grid`` defaults to the square grid, or, for a non-square token count,
-    the factorisation closest to ``new_grid``'s aspect ratio. The same grid
-    returns an unchanged copy.
-    """
-    if embedding.dim() != 2:
-        raise ValueError(f"expected a (tokens, dim) embedding, got shape {tuple(embedding.shape)}")
-    prefix, grid = embedding[:num_prefix_tokens], embedding[num_prefix_tokens:]
-    count = grid.shape[0]
-    if old_grid is None:
-        old_grid = infer_grid(count, new_grid)
-    if old_grid[0] * old_grid[1] != count:
-        raise ValueError(f"a {old_grid[0]}x{old_grid[1]} grid does not hold {count} tokens")
-    if tuple(old_grid) == tuple(new_grid):
-        return embedding.clone()
-    dtype = embedding.dtype
-    image = grid.float().reshape(1, old_grid[0], old_grid[1], -1).permute(0, 3, 1, 2)
-    image = F.interpolate(image, size=tuple(new_grid), mode="bilinear", align_corners=False)
-    grid = image.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], -1).to(dtype)
-    return torch.cat([prefix, grid], dim=0)
-
-
-def infer_grid(count: int, like: tuple[int, int]) -> tuple[int, int]:
-    """The (h, w) grid of ``count`` tokens: square when possible, else the
-    factorisation with the aspect ratio closest to ``like``."""
-    side = math.isqrt(count)
-    if side * side == count:
-        return side, side
-    target = like[0] / like[1]
-    pairs = [(h, count // h) for h in range(1, count + 1) if count % h == 0]
-    return min(pairs, key=lambda hw: abs(math.log(hw[0] / hw[1]) - math.log(target)))
 
 
 # --------------------------------------------------------------------------- visual encoders
@@ -729,7 +576,6 @@ class ClipModel(nn.Module):
         self.embed_dim = visual.embed_dim
         self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale)))
         self.frozen_parts: tuple[str, ...] = ()
-        self.build_args: dict[str, Any] = {}
         self.weights_report: Any = None
 
     @property
@@ -780,113 +626,3 @@ class ClipModel(nn.Module):
     def frozen_parameter_names(self) -> set[str]:
         """Names of the parameters in ``frozen_parts`` (for building optimiser groups)."""
         return {name for part in self.frozen_parts for name in self.part_parameter_names(part)}
-
-
-def build_clip(
-    backbone: str,
-    image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
-    *,
-    weights: str | Path | None = None,
-    pretrained: str | None = None,
-    last_stride: int = 1,
-    patch_stride: int | None = None,
-    num_cameras: int = 0,
-    camera_scale: float = 1.0,
-    camera_tokens: str = "all",
-    frozen: Sequence[str] = (),
-    quick_gelu: bool = True,
-    trust_torchscript_code: bool = False,
-) -> ClipModel:
-    """Build a CLIP model for re-identification.
-
-    ``backbone``: ``ViT-B-16``, ``RN50`` (open_clip configs), ``tiny-vit``, ``tiny-vit-p8``,
-    ``tiny-rn50`` (:func:`list_backbones`). ``image_size``: (H, W) input size.
-    ``weights``: a local weight file (OpenAI TorchScript archive, open_clip
-    checkpoint, safetensors; see :func:`vireid.models.weights.load_weights`).
-    ``pretrained``: an open_clip tag (``openai``) downloaded through open_clip:
-    only when given here, never implicitly. ``last_stride``: stride of the
-    ResNet's layer4 (1 or 2). ``patch_stride``: ViT patch stride (None = the
-    patch size). ``num_cameras`` > 0 adds a camera embedding (ViT only) scaled by
-    ``camera_scale`` and added to ``camera_tokens`` ("all" tokens, as asked for
-    X-ReID; "cls": the class token only, as CLIP-ReID's code does).
-    ``frozen``: part names (:data:`FROZEN_PARTS`). ``quick_gelu``: OpenAI's CLIP
-    weights were trained with QuickGELU (open_clip ``pretrained.py``: every
-    ``openai`` tag has ``quick_gelu=True``), so it is the default.
-    """
-    if weights is not None and pretrained is not None:
-        raise ValueError("give either weights (a local file) or pretrained (a tag), not both")
-    size = _pair(image_size, "image_size")
-    config = backbone_config(backbone)
-    if pretrained is not None:  # fetch first: no point building a model that cannot be loaded
-        from vireid.models.weights import download_pretrained
-
-        weights = download_pretrained(backbone, str(pretrained))
-    embed_dim = int(config["embed_dim"])
-    vision = dict(config["vision_cfg"])
-    text_cfg = dict(config["text_cfg"])
-    from open_clip.transformer import QuickGELU
-
-    act_layer: type[nn.Module] = QuickGELU if quick_gelu else nn.GELU
-    head_width = int(vision.get("head_width", 64))
-    layers = vision.get("layers", 12)
-    if isinstance(layers, (list, tuple)):
-        if num_cameras:
-            raise ValueError(
-                "num_cameras > 0 needs a ViT backbone; the camera embedding is ViT only"
-            )
-        if patch_stride is not None:
-            raise ValueError("patch_stride applies to ViT backbones only")
-        visual: VisualEncoder = ResNetEncoder(
-            image_size=size,
-            layers=layers,
-            width=int(vision.get("width", 64)),
-            heads=int(vision.get("width", 64)) * 32 // head_width,
-            embed_dim=embed_dim,
-            last_stride=last_stride,
-        )
-    else:
-        visual = VitEncoder(
-            image_size=size,
-            patch_size=int(vision.get("patch_size", 16)),
-            width=int(vision.get("width", 768)),
-            layers=int(layers),
-            heads=int(vision.get("width", 768)) // head_width,
-            mlp_ratio=float(vision.get("mlp_ratio", 4.0)),
-            embed_dim=embed_dim,
-            act_layer=act_layer,
-            patch_stride=patch_stride,
-            num_cameras=num_cameras,
-            camera_scale=camera_scale,
-            camera_tokens=camera_tokens,
-        )
-    text = TextEncoder(
-        context_length=int(text_cfg.get("context_length", 77)),
-        vocab_size=int(text_cfg.get("vocab_size", 49408)),
-        width=int(text_cfg.get("width", 512)),
-        heads=int(text_cfg.get("heads", 8)),
-        layers=int(text_cfg.get("layers", 12)),
-        mlp_ratio=float(text_cfg.get("mlp_ratio", 4.0)),
-        embed_dim=embed_dim,
-        act_layer=act_layer,
-    )
-    # CLIP's initial temperature, log(1/0.07) (open_clip model.py).
-    model = ClipModel(visual, text, backbone=backbone, logit_scale=math.log(1 / 0.07))
-    model.build_args = {
-        "backbone": backbone,
-        "image_size": list(size),
-        "last_stride": last_stride,
-        "patch_stride": patch_stride,
-        "num_cameras": num_cameras,
-        "camera_scale": camera_scale,
-        "camera_tokens": camera_tokens,
-        "quick_gelu": quick_gelu,
-    }
-    if weights is not None:
-        from vireid.models.weights import load_weights
-
-        model.weights_report = load_weights(
-            model, weights, trust_torchscript_code=trust_torchscript_code
-        )
-    if frozen:
-        model.freeze(list(frozen))
-    return model

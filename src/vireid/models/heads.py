@@ -5,7 +5,7 @@ Sources: the BN-neck and classifier initialisations follow Luo et al.,
 (CVPR-W 2019) as used by CLIP-ReID (``weights_init_kaiming`` /
 ``weights_init_classifier``); GeM is Radenovic et al., "Fine-tuning CNN Image
 Retrieval with No Human Annotation" (TPAMI 2018), with p initialised to 3 as in
-CSDN (methods.md section 1).
+CSDN (docs/methods.md#csdn-csdn).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ end-of-text token.
 ``num_sets`` independent sets of identity tokens are kept: 1 = shared by the
 modalities (CLIP-ReID, LSMRL), 2 = one set per modality (CSDN: visible = 0,
 infrared = 1). Each set may have its own template, e.g. LSMRL's
-"A X X X X person observed in both day and night conditions." (methods.md).
+"A X X X X person observed in both day and night conditions." (docs/methods.md#lsmrl-lsmrl).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from vireid.models.clip import TextEncoder, get_tokenizer, value_checks_enabled
 __all__ = ["DEFAULT_TEMPLATE", "PromptLearner", "TextEncoder"]
 
 DEFAULT_TEMPLATE = "A photo of a X X X X person."
-"""CLIP-ReID's template (methods.md section 0); each X is one learned token."""
+"""CLIP-ReID's template (docs/methods.md#clip-reid-baseline-clipreid); each X is one learned token."""
 
 Tokenizer = Callable[[list[str]], torch.Tensor]
 

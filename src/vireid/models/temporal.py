@@ -10,12 +10,12 @@ Pieces that work on the final-layer tokens of a ViT run frame by frame
 * :class:`SelfAttentionBlock`: pre-LN self-attention block that can return only
   its first tokens (computing only their queries);
 * :class:`ShortTermInteraction` (SII), :class:`LongTermInteraction` (LII) and
-  :class:`CrossModalInteraction` (CII) of X-ReID (Yu et al., AAAI 2026; methods.md
-  section 2);
+  :class:`CrossModalInteraction` (CII) of X-ReID (Yu et al., AAAI 2026;
+  docs/methods.md#x-reid-xreid);
 * :func:`long_term_source_index` and :func:`cross_modal_partners`, the index
   rules behind LII and CII;
 * :class:`SpatialTemporalLayout` and :func:`spatial_temporal_blocks`, LSMRL's
-  STFL (methods.md section 3): a CLIP ViT's own blocks run frame by frame,
+  STFL (docs/methods.md#lsmrl-lsmrl): a CLIP ViT's own blocks run frame by frame,
   then on groups of consecutive frames (:func:`grouped_block`), then with
   patch tokens exchanged between neighbouring frames (:func:`shifted_block`,
   :func:`patch_shift_index`; temporal patch shift, Xiang et al., ECCV 2022).
@@ -331,7 +331,7 @@ class CrossModalInteraction(nn.Module):
 @dataclass(frozen=True)
 class SpatialTemporalLayout:
     """How STFL splits a ViT's blocks (LSMRL; every number is an assumption of
-    methods.md section 3, the paper gives none).
+    docs/methods.md#lsmrl-lsmrl, the paper gives none).
 
     The first ``basic_blocks`` blocks see each frame alone; the next
     ``grouped_blocks`` see groups of ``group_size`` consecutive frames as one

@@ -1,6 +1,6 @@
 """Reading CLIP weight files and loading them into a :class:`~vireid.models.clip.ClipModel`.
 
-Formats read, all without executing code from the file (quality.md):
+Formats read, all without executing code from the file (docs/quality.md#bad-input-and-reliability):
 
 * ``.safetensors`` (what :func:`fetch_weights` writes);
 * ``torch.save`` files (open_clip ``.pt`` / ``.bin`` checkpoints, plain state
@@ -46,6 +46,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from vireid.models.pos_embed import resize_grid_embedding
 
 __all__ = [
     "WeightsDownloadError",
@@ -471,7 +473,6 @@ def load_weights(
     own = model.state_dict()
     grid_key = "visual." + visual.grid_embedding_key()
     if grid_key in state and grid_key in own and state[grid_key].shape != own[grid_key].shape:
-        from vireid.models.clip import resize_grid_embedding
 
         old = state[grid_key]
         if old.dim() != 2 or old.shape[1] != own[grid_key].shape[1]:

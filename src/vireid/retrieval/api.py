@@ -27,9 +27,9 @@ def evaluate(
     or settings with ``k1``, ``k2``, ``lambda_value``. Returns the summary of
     :func:`vireid.evaluation.evaluator.evaluate_method` (per setting: trials, mean, std).
     """
+    from vireid.data.datasets import load_data
     from vireid.evaluation.evaluator import evaluate_method
     from vireid.retrieval.model import load_model
-    from vireid.runner import load_data
 
     if isinstance(model_or_checkpoint, ReIDModel):
         model = model_or_checkpoint

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from vireid.config import Config, config_from_dict, load_config, resolve_data_root
+from vireid.config import Config, config_from_dict, load_config
 from vireid.data.datasets.base import IMAGE_EXTENSIONS, list_images
 from vireid.data.types import DataSpec, Modality, Sample
 from vireid.engine.checkpoint import CheckpointError, load_checkpoint
@@ -84,10 +84,10 @@ def _data_spec(state: dict[str, Any], cfg: Config, file: Path) -> DataSpec:
     if torch.is_tensor(classes) and torch.is_tensor(cameras):
         return DataSpec(cfg.data.name, int(classes), tuple(int(c) for c in cameras.tolist()),
                         cfg.data.is_video)
-    from vireid.data.datasets import load_dataset
+    from vireid.data.datasets import load_data
 
     try:
-        data = load_dataset(cfg.data.name, resolve_data_root(cfg.data), **cfg.data.options)
+        data = load_data(cfg)
     except (ValueError, OSError) as err:
         raise CheckpointError(
             f"checkpoint {file} was written by an older vireid and does not say which data "

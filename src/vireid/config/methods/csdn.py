@@ -42,6 +42,14 @@ class CSDNConfig(MethodConfig):
     i2t_infrared_weight: float = Field(
         0.10, ge=0, description="Weight of CE(g^r . T^f) (lambda3)."
     )
+    wrt_normalizer: Literal["exact", "official"] = Field(
+        "exact", description="WRT softmax weights: exact masked softmax, or the official code's "
+        "normaliser (+1e-6, no effective max-shift for negatives: the negative term collapses "
+        "once the nearest negatives are more than ~10 apart).")
+    sii_features: Literal["cached", "train_mode"] = Field(
+        "cached", description="Stage-2 image features: the stage-1 cache (eval mode), or "
+        "re-extracted as the official code does (BatchNorm in train mode on single-modality "
+        "batches, updating its running statistics).")
     sample_with_replacement: bool = Field(
         True, description="Draw the K images of an identity with replacement (official sampler)."
     )

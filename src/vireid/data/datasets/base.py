@@ -1,7 +1,7 @@
 """Shared machinery of the dataset loaders: errors, options, layout and file checks.
 
 Every loader reads a benchmark release exactly as its owners ship it
-(``datasets.md``) and returns a :class:`~vireid.data.types.ReIDData`. Before
+(docs/datasets.md) and returns a :class:`~vireid.data.types.ReIDData`. Before
 any work it checks the layout and, when something is missing, raises one
 :class:`DatasetLayoutError` that names every missing path and prints the
 expected tree.

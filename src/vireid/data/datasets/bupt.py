@@ -1,7 +1,7 @@
 """BUPTCampus (Du et al., TIFS 2024): pixel-aligned visible/infrared video tracklets, 6 cameras.
 
 Read as the official code (``dataloader.py``, ``sampler.py``, ``utils.py``)
-reads it (datasets.md):
+reads it (docs/datasets.md#buptcampus):
 
 - ``data_paths.json``: ``pid -> 'RGB'|'IR'|'FakeIR' -> camera -> tracklet id ->
   [frame paths relative to DATA/]``;

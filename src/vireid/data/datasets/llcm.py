@@ -11,7 +11,7 @@ dataset root* (the ``camK`` and ``<id>`` folders, or the ``_cNN_`` field of a
 training file name). The reference splits the absolute path on the substring
 ``cam``, which breaks when the root itself contains "cam"; this loader does not.
 
-Directions (datasets.md):
+Directions (docs/datasets.md#llcm, docs/protocols.md#per-dataset):
 - ``ir->vis`` (the default, reported first): query = every test_nir image,
   gallery = one test_vis image per (id, camera), drawn with
   ``random.seed(trial)`` + ``random.choice(sorted(files))``;

@@ -1,6 +1,6 @@
 """SYSU-MM01 (Wu et al., ICCV 2017): images from four visible and two infrared cameras.
 
-Layout, training set, query set and gallery draws follow ``datasets.md`` and
+Layout, training set, query set and gallery draws follow docs/datasets.md#sysu-mm01 and
 the reference loaders (``pre_process_sysu``, ``process_query_sysu``,
 ``process_gallery_sysu``) that nearly every paper uses:
 

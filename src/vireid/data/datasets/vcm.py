@@ -1,6 +1,6 @@
 """HITSZ-VCM (Lin et al., CVPR 2022): visible and infrared video tracklets from 12 cameras.
 
-Read as the reference ``VCM`` class reads it (datasets.md):
+Read as the reference ``VCM`` class reads it (docs/datasets.md#hitsz-vcm):
 
 - ``info/train_name.txt`` / ``test_name.txt``: one frame name per line, e.g.
   ``0001M2D3T1F1.jpg`` -> ``0001/rgb/D3/1.jpg`` (characters 0-3 the identity,

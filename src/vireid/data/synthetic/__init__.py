@@ -1,7 +1,7 @@
 """Synthetic visible-infrared people written in the five real dataset layouts.
 
 The real benchmarks are licensed and cannot be downloaded here, so tests, the demo
-and the learning yardstick run on people rendered by this package (synthetic.md).
+and the learning yardstick run on people rendered by this package (docs/synthetic.md).
 
 Public API
 ----------

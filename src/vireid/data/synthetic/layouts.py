@@ -1,4 +1,4 @@
-"""Writers of the five real on-disk layouts (datasets.md) filled with synthetic people."""
+"""Writers of the five real on-disk layouts (docs/datasets.md) filled with synthetic people."""
 
 from __future__ import annotations
 
@@ -179,7 +179,7 @@ def _write_sysu(
     test_fraction: float = 96 / 491,
     val_fraction: float = 99 / 491,
 ) -> None:
-    """cam1..cam6/<pid 4 digits>/<NNNN>.jpg and exp/{train,val,test}_id.txt (datasets.md)."""
+    """cam1..cam6/<pid 4 digits>/<NNNN>.jpg and exp/{train,val,test}_id.txt (docs/datasets.md#sysu-mm01)."""
     _check_positive("sysu", images_per_camera=images_per_camera)
     _check_fractions("sysu", test_fraction=test_fraction, val_fraction=val_fraction)
     rng = ctx.split_rng()
@@ -281,7 +281,7 @@ def _write_llcm(
     cameras_per_id: tuple[int, int] = (2, 4),
     test_copies_in_train_dirs: bool = True,
 ) -> None:
-    """vis/, nir/, test_vis/cam1..9/, test_nir/ (no cam3), idx/*.txt (datasets.md)."""
+    """vis/, nir/, test_vis/cam1..9/, test_nir/ (no cam3), idx/*.txt (docs/datasets.md#llcm)."""
     _check_positive("llcm", images_per_camera=images_per_camera)
     _check_fractions("llcm", test_fraction=test_fraction)
     _check_range("llcm", cameras_per_id, 1, len(LLCM_TEST_NIR_CAMS))
@@ -332,7 +332,7 @@ def _write_llcm(
 # --- HITSZ-VCM -------------------------------------------------------------------------
 
 VCM_CAMS = tuple(range(1, 13))
-VCM_MODALITY_CODE = {IR: 1, VIS: 2}  # track_*_info column 0 (datasets.md)
+VCM_MODALITY_CODE = {IR: 1, VIS: 2}  # track_*_info column 0 (docs/datasets.md#hitsz-vcm)
 
 
 def _write_vcm(
@@ -345,7 +345,7 @@ def _write_vcm(
     short_fraction: float = 0.08,
     split_dirs: bool = True,
 ) -> None:
-    """info/*.txt and [Train|Test]/<pid>/{ir,rgb}/D<cam>/<n>.jpg (datasets.md)."""
+    """info/*.txt and [Train|Test]/<pid>/{ir,rgb}/D<cam>/<n>.jpg (docs/datasets.md#hitsz-vcm)."""
     if frames_per_tracklet < 15:
         raise SyntheticLayoutError(
             f"vcm: frames_per_tracklet must be >= 15 so regular tracklets survive min_seq_len=12, "

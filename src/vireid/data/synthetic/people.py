@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 PATTERNS: tuple[str, ...] = ("solid", "stripes", "checks", "logo", "two_tone")
-"""Garment patterns (synthetic.md)."""
+"""Garment patterns (docs/synthetic.md#attributes-of-an-identity)."""
 
 LOWER_KINDS: tuple[str, ...] = ("trousers", "shorts", "skirt")
 HAIR_LENGTHS: tuple[str, ...] = ("short", "medium", "long")
@@ -63,7 +63,7 @@ class Garment:
 
 @dataclass(frozen=True)
 class PersonAttributes:
-    """Fixed attributes of one identity (synthetic.md, "What makes it a real cross-modal task")."""
+    """Fixed attributes of one identity (docs/synthetic.md#attributes-of-an-identity)."""
 
     pid: int
     height: float  # fraction of the image height a person fills at scale 1

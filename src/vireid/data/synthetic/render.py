@@ -8,7 +8,7 @@ light (garment colours, illumination, white balance, cluttered background) or in
 infrared (skin bright, each garment at its own thermal value, dark smooth
 background, lower contrast, sensor noise). Shape, pattern geometry and
 accessories are the same in both; colour exists only in visible light
-(synthetic.md).
+(docs/synthetic.md#rendering).
 
 Every shape is drawn only inside its bounding box, so one 128x64 frame costs a few
 milliseconds on one core.
