@@ -1,4 +1,4 @@
-"""Modality-level losses of LSMRL (methods.md section 3; the paper's abstract names
+"""Modality-level losses of LSMRL (docs/methods.md#lsmrl-lsmrl; the paper's abstract names
 two, for discrimination and generalisation, without equations: these are our
 design, each an assumption).
 
