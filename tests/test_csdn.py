@@ -232,3 +232,96 @@ def test_regdb_trials_are_trained_and_averaged(datasets, tmp_path):
         assert group["mean"]["R1"] == pytest.approx(mean_r1)
     with pytest.raises(ConfigError, match="data.name"):
         train_trials(_config(datasets), [1])
+
+
+def test_wrt_normalizer_reaches_the_hse_losses(datasets):
+    from vireid.losses import weighted_regularized_triplet_loss as wrt
+
+    for normalizer in ("exact", "official"):
+        _, method = build(_config(datasets, f"method.wrt_normalizer={normalizer}"))
+        stage = method.stages()[2]
+        stage.setup()
+        method.train()
+        batch = next(iter(stage.loader))
+        with torch.no_grad():
+            out = method.hse_losses(batch)
+            f, g = method.encode(batch["image"], batch["modality"])
+        labels = batch["label"]
+        expected = (wrt(f.float(), labels, normalizer=normalizer)
+                    + wrt(g.float(), labels, normalizer=normalizer))
+        assert out["wrt"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_sii_features_train_mode_reextracts_with_batch_statistics(datasets):
+    """Official stage 2: g of every stage-1 pair with BatchNorm in train mode, one forward
+    per modality per batch of stage-1 size, running statistics updated."""
+    batch_size = 8
+    _, method = build(_config(datasets, "method.sii_features=train_mode",
+                              f"train.stages.prompt.batch_size={batch_size}"))
+    method.stages()[0].setup()  # the stage-1 cache, eval mode
+    cache, labels = method._cache
+    bn = method.clip.visual.stem.bn1
+    method.eval()
+    before = bn.running_mean.clone()
+    method.stages()[1].setup()
+    pool, pool_labels = method._sii_pool
+    visible_rows, infrared_rows = method.pairs()
+    assert pool.shape[0] == 2 * len(visible_rows)
+    assert torch.equal(pool_labels, labels[torch.cat([visible_rows, infrared_rows])])
+    assert not torch.equal(bn.running_mean, before)  # running averages were updated
+    assert not bn.training  # modes restored
+    # hand-built: the first visible batch, through the encoder in train mode
+    rows = visible_rows[:batch_size]
+    images = torch.stack([method.test_loader([method.data.train[int(i)]], 1).dataset[0]["image"]
+                          for i in rows])
+    method.clip.visual.train()
+    with torch.no_grad():
+        expected = method.encode(images, torch.zeros(len(rows), dtype=torch.long))[1]
+    method.eval()
+    assert torch.allclose(pool[:batch_size], expected, atol=1e-5)
+    assert not torch.allclose(pool[:batch_size], cache[rows], atol=1e-3)  # not the eval cache
+    # default: the stage-1 cache at the pairs' rows
+    _, cached = build(_config(datasets, f"train.stages.prompt.batch_size={batch_size}"))
+    cached.stages()[1].setup()
+    feats, _ = cached._cache
+    assert torch.equal(cached._sii_pool[0],
+                       feats[torch.cat(list(cached.pairs()))])
+
+
+def test_interpolation_key_reaches_the_transforms(datasets):
+    _, method = build(_config(datasets, "data.interpolation=lanczos"))
+    assert method._test_transform().transforms[0].interpolation == "lanczos"
+    hse = method.stages()[2].loader.dataset
+    views = hse._transforms[Modality.VISIBLE] + hse._transforms[Modality.INFRARED]
+    assert all(v.transforms[0].interpolation == "lanczos" for v in views)
+    _, default = build(_config(datasets))
+    assert default._test_transform().transforms[0].interpolation == "bicubic"
+
+
+def test_keep_best_copies_the_best_rank1_checkpoint_and_says_it_is_test_selection(
+        datasets, tmp_path, capsys):
+    """train.keep_best (reproduction of the official selection): best.pt is the checkpoint
+    of the best Rank-1 so far (ties count), logged and printed as test-set selection."""
+    import json
+
+    args = [f"data.root={datasets / 'SYSU-MM01'}", f"output_dir={tmp_path}", "name=best",
+            *SMALL, "train.keep_best=true", "train.eval_every=1", "eval.splits=[all-search]",
+            "train.stages.prompt.epochs=1", "train.stages.prompt.warmup_epochs=0",
+            "train.stages.sii.epochs=1", "train.stages.sii.warmup_epochs=0",
+            "train.stages.hse.epochs=3", "train.stages.hse.warmup_epochs=0",
+            "train.stages.hse.milestones=[2]"]
+    with pytest.warns(UserWarning, match="TEST SET"):
+        assert main(["train", "-c", str(EXAMPLE), *args]) == 0
+    assert "SELECTED ON THE TEST SET" in capsys.readouterr().err
+    run = tmp_path / "best"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    scores = [r["metrics"]["all-search ir->vis"]["mean"]["R1"] for r in evals]
+    assert len(evals) >= 3  # every hse epoch (the final one counts once)
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert best["score"] == pytest.approx(max(scores))
+    last_best = max(i for i, s in enumerate(scores) if s == max(scores))
+    assert best["step"] == evals[last_best]["step"]
+    assert all(r["selected_on"].startswith("test set") for r in records if r["kind"] == "best")
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert state["progress"]["global_step"] == best["step"]

@@ -109,3 +109,19 @@ def test_msel_needs_two_samples_per_identity_and_modality():
     vis, ir = torch.randn(2, 3), torch.randn(2, 3)
     with pytest.raises(ValueError, match="MSEL"):
         modality_shared_enhancement_loss(vis, ir, torch.tensor([0, 1]), torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("x, official, exact", [
+    ([0.0, 1.0, 3.0, 4.0], 0.13533999, 0.13533722),
+    ([0.0, 1.0, 12.0, 13.0], 3.924037e-05, 1.813296e-05),
+    ([0.0, 1.0, 30.0, 31.0], 1.1240405, 2.76e-13),
+])
+def test_wrt_official_normaliser_collapses_the_negative_term_for_far_negatives(x, official, exact):
+    """The reference normaliser (+1e-6, no shift for negatives) on hand-computed cases: once
+    the negatives are far, the loss rises instead of vanishing."""
+    features = torch.tensor(x)[:, None]
+    labels = torch.tensor([0, 0, 1, 1])
+    got = weighted_regularized_triplet_loss(features, labels, normalizer="official")
+    assert got.item() == pytest.approx(official, rel=1e-4)
+    got_exact = weighted_regularized_triplet_loss(features, labels)
+    assert got_exact.item() == pytest.approx(exact, rel=1e-3, abs=1e-14)

@@ -91,14 +91,15 @@ class ClipReID(Method):
 
     # ------------------------------------------------------------------ data
     def _train_transform(self):
+        d = self.cfg.data
         recipe = "video" if self.is_video else "clipreid"
-        return train_transforms_from_config(self.cfg.data.augment, tuple(self.cfg.data.image_size),
-                                            recipe)
+        return train_transforms_from_config(d.augment, tuple(d.image_size), recipe, d.interpolation)
 
     def _test_transform(self):
-        a = self.cfg.data.augment
-        return build_transforms(False, tuple(self.cfg.data.image_size), recipe="clipreid",
-                                normalization=(tuple(a.mean), tuple(a.std)))
+        d = self.cfg.data
+        return build_transforms(False, tuple(d.image_size), recipe="clipreid",
+                                normalization=(tuple(d.augment.mean), tuple(d.augment.std)),
+                                interpolation=d.interpolation)
 
     def _dataset(self, samples: Sequence[Sample], train: bool):
         d = self.cfg.data

@@ -1,7 +1,7 @@
 """CSDN for visible-infrared person re-identification (images).
 
 Yu, Dong, Zhu, Peng, Tao, IEEE TMM 27 (2025) 4137-4150, as its official code
-does it (methods.md, section 1).
+does it (docs/methods.md#csdn-csdn).
 
 Model:
 
@@ -34,7 +34,9 @@ Stages (names used in ``train.stages``):
    ``[g^v; g^r]`` and ``[t^v; t^r]``, positives by identity (raw dot products,
    temperature 1).
 2. ``sii``: only the fusion module; the same loss between g and t^f over batches
-   of ``batch_size`` cached features of both modalities.
+   of ``batch_size`` image features of both modalities: the stage-1 cache
+   (``sii_features: cached``), or re-extracted as the official code does
+   (``train_mode``: BatchNorm in train mode on single-modality batches).
 3. ``hse``: text side frozen; T^f of every identity computed once (buffer
    ``text_features``). P identities x K images per modality; each visible image
    gives two views (the second with channel exchange), so 3PK images. Loss =
@@ -52,22 +54,26 @@ Deviations and assumptions (also in docs/methods.md):
   conv1-bn1-conv2-bn2-conv3-bn3-ReLU-avgpool, i.e. without the ReLUs after bn1 and
   bn2 that CLIP's own stem has (the official ``nn.Sequential`` omits them);
   ``stem_relu: all`` uses CLIP's stem unchanged.
-- Cached image features (stage 1) and T^f (stage 3) are computed in eval mode. The
-  official code extracts both with the model in train mode, so its BatchNorm layers
-  use batch statistics (and update their running averages) during the stage-1
-  extraction and the fusion dropout is active when T^f is computed.
+- Stage-1 features: eval mode, as the official code (which never switched modes
+  before). Stage-2 features: the official code extracts them again after stage 1 with
+  every BatchNorm in train mode (batch statistics of 32-image single-modality
+  batches, running averages updated); ``sii_features: cached`` (default) reuses the
+  eval-mode stage-1 cache, ``train_mode`` does what the official code does. T^f
+  (stage 3) is computed in eval mode; the official code has the fusion dropout active
+  then.
 - Stage-1 pairs: drawn once, as the official code does, from a cross-modal identity
   sampler (P identities x K images per modality, with replacement, seed
-  ``seed``); the cached features are those of the distinct images, computed once
-  and shared by stages 1 and 2 (the official code extracts them again before stage
-  2, which gives the same features in eval mode). The last, smaller batch of an
-  epoch is kept.
+  ``seed``). The last, smaller batch of an epoch is kept.
 - The fusion's softmax runs over the keys; the official code normalises over the
   queries (``Softmax(dim=1)``). Both are 1 for single tokens.
 - MSEL matches identities by label instead of assuming both halves share one
   identity order, and averages all other same-identity distances of the anchor's
   modality (the official top-(K-1) is the same set when every identity has K
-  samples per modality). WRT's softmax is exact (the official adds 1e-6).
+  samples per modality). WRT's softmax is exact (``wrt_normalizer: exact``); the
+  official normaliser (``official``) adds 1e-6 and has no effective shift for the
+  negatives, so the negative term collapses for far negatives.
+- The official code evaluates every epoch on the test set and keeps the best
+  Rank-1 (``train.keep_best``, reproduction only); the final model by default.
 - BN layers of the heads train their shift (the official ``BatchNorm1d``), unlike
   CLIP-ReID's BN-neck.
 """
@@ -188,6 +194,7 @@ class CSDN(Method):
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None
         self._pairs: tuple[torch.Tensor, torch.Tensor] | None = None
         self._identity_text: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._sii_pool: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ parts
     @property
@@ -257,8 +264,7 @@ class CSDN(Method):
     def text_features_of(self, labels: torch.Tensor, modality: Modality) -> torch.Tensor:
         """t^v or t^r of identity ``labels`` (the shared learner when ``prompts: shared``)."""
         index = VISIBLE_SET if modality == Modality.VISIBLE or self.prompts.num_sets == 1 else INFRARED_SET
-        embeddings, eot = self.prompts(labels, index)
-        return self.clip.text.encode_embeddings(embeddings, eot)
+        return self.prompts.text_features(self.clip.text, labels, index)
 
     def fuse(self, visible: torch.Tensor, infrared: torch.Tensor) -> torch.Tensor:
         """t^f from t^v and t^r (``method.fusion``)."""
@@ -270,9 +276,10 @@ class CSDN(Method):
 
     # ------------------------------------------------------------------ data
     def _test_transform(self):
-        a = self.cfg.data.augment
-        return build_transforms(False, tuple(self.cfg.data.image_size), recipe=_TRAIN_RECIPE,
-                                normalization=(tuple(a.mean), tuple(a.std)))
+        d = self.cfg.data
+        return build_transforms(False, tuple(d.image_size), recipe=_TRAIN_RECIPE,
+                                normalization=(tuple(d.augment.mean), tuple(d.augment.std)),
+                                interpolation=d.interpolation)
 
     def test_loader(self, samples: Sequence[Sample], batch_size: int) -> Iterable[dict[str, Any]]:
         dataset = ImageDataset(samples, self._test_transform(), skip_bad=self.cfg.data.skip_bad_images)
@@ -359,57 +366,137 @@ class CSDN(Method):
         return ShuffledBatchSampler(num_items, batch_size, seed=self.cfg.seed, rank=self.rank,
                                     world_size=self.world_size)
 
-    def _prompt_stage(self) -> Stage:
+    # ------------------------------------------------------------------ stage 1
+    def prompt_losses(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """SupCon image->text + text->image between ``[g^v; g^r]`` (cached) and
+        ``[t^v; t^r]`` of the batch's (visible, infrared) pairs."""
+        feats, labels = self.cache_image_features()
+        idx = torch.as_tensor(indices)
         visible_rows, infrared_rows = self.pairs()
+        vis = visible_rows[idx].to(feats.device)
+        ir = infrared_rows[idx].to(feats.device)
+        y_v, y_r = labels[vis], labels[ir]
+        image = torch.cat([feats[vis], feats[ir]])
+        text = torch.cat([self.text_features_of(y_v, Modality.VISIBLE),
+                          self.text_features_of(y_r, Modality.INFRARED)])
+        return image_text_supcon(image, text, torch.cat([y_v, y_r]))
+
+    def _prompt_stage(self) -> Stage:
+        visible_rows, _ = self.pairs()
         sampler = self._cached_stage_sampler(len(visible_rows), "prompt", 32)
-
-        def setup() -> None:
-            self.cache_image_features()
-
-        def step(indices: list[int]) -> dict[str, torch.Tensor]:
-            feats, labels = self.cache_image_features()
-            idx = torch.as_tensor(indices)
-            vis = visible_rows[idx].to(feats.device)
-            ir = infrared_rows[idx].to(feats.device)
-            y_v, y_r = labels[vis], labels[ir]
-            image = torch.cat([feats[vis], feats[ir]])
-            text = torch.cat([self.text_features_of(y_v, Modality.VISIBLE),
-                              self.text_features_of(y_r, Modality.INFRARED)])
-            y = torch.cat([y_v, y_r])
-            return image_text_supcon(image, text, y)
-
         return Stage(
             name="prompt",
             param_groups=lambda: [ParamGroup("prompts", list(self.prompts.parameters()))],
-            loader=sampler, sampler=sampler, step=step, setup=setup,
+            loader=sampler, sampler=sampler, step=self.prompt_losses,
+            setup=self.cache_image_features,
             train_modules=lambda: [self.prompts],
         )
 
-    def _sii_stage(self) -> Stage:
+    # ------------------------------------------------------------------ stage 2 (SII)
+    @torch.no_grad()
+    def _train_mode_pair_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sii_features: train_mode`` (the official stage-2 extraction): g of every
+        stage-1 pair, image encoder in train mode, one forward per modality per batch of
+        ``train.stages.prompt.batch_size`` pairs -- BatchNorm normalises with the
+        statistics of that single-modality batch and updates its running averages.
+        Rows: [visible of every pair; infrared of every pair]."""
         visible_rows, infrared_rows = self.pairs()
-        rows = torch.cat([visible_rows, infrared_rows])
-        sampler = self._cached_stage_sampler(len(rows), "sii", 64)
+        stage_cfg = self.cfg.train.stages.get("prompt")
+        size = stage_cfg.batch_size if stage_cfg and stage_cfg.batch_size else 32
+        dataset = ImageDataset(self.data.train, self._test_transform(),
+                               skip_bad=self.cfg.data.skip_bad_images)
+        encoder = [self.clip.visual] + ([self.stem_ir] if self.stem_ir is not None else [])
+        modes = [(m, m.training) for e in encoder for m in e.modules()]
+        device = self._device()
+        out = []
+        try:
+            for e in encoder:
+                e.train()
+            for rows in (visible_rows, infrared_rows):
+                batches = [rows[i:i + size].tolist() for i in range(0, len(rows), size)]
+                for batch in self._loader(dataset, batch_sampler=batches):
+                    images = batch["image"].to(device)
+                    out.append(self.encode(images, batch["modality"].to(device))[1].float())
+        finally:
+            for module, training in modes:
+                module.train(training)
+        _, labels = self.cache_image_features()
+        rows = torch.cat([visible_rows, infrared_rows]).to(labels.device)
+        return torch.cat(out), labels[rows]
 
-        def setup() -> None:
-            self.cache_image_features()
-            self._identity_text = self.identity_text_features()
+    def setup_sii(self) -> None:
+        """The image-feature pool of stage 2 (``sii_features``) and every identity's
+        (t^v, t^r), frozen for the stage."""
+        feats, labels = self.cache_image_features()
+        if self.options.sii_features == "train_mode":
+            self._sii_pool = self._train_mode_pair_features()
+        else:  # the stage-1 cache (eval mode), at the rows of the stage-1 pairs
+            visible_rows, infrared_rows = self.pairs()
+            rows = torch.cat([visible_rows, infrared_rows]).to(feats.device)
+            self._sii_pool = (feats[rows], labels[rows])
+        self._identity_text = self.identity_text_features()
 
-        def step(indices: list[int]) -> dict[str, torch.Tensor]:
-            feats, labels = self.cache_image_features()
-            assert self._identity_text is not None
-            text_v, text_r = self._identity_text
-            chosen = rows[torch.as_tensor(indices)].to(feats.device)
-            image, y = feats[chosen], labels[chosen]
-            text = self.fuse(text_v[y], text_r[y])
-            return image_text_supcon(image, text, y)
+    def sii_losses(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """SupCon image->text + text->image between g and the fused ``t^f`` of its identity."""
+        assert self._sii_pool is not None and self._identity_text is not None
+        feats, labels = self._sii_pool
+        idx = torch.as_tensor(indices, device=feats.device)
+        image, y = feats[idx], labels[idx]
+        text_v, text_r = self._identity_text
+        return image_text_supcon(image, self.fuse(text_v[y], text_r[y]), y)
 
+    def _sii_stage(self) -> Stage:
+        visible_rows, _ = self.pairs()
+        sampler = self._cached_stage_sampler(2 * len(visible_rows), "sii", 64)
         return Stage(
             name="sii",
             param_groups=lambda: [ParamGroup(
                 "fusion", list(self.fusion.parameters()) if self.fusion is not None else [])],
-            loader=sampler, sampler=sampler, step=step, setup=setup,
+            loader=sampler, sampler=sampler, step=self.sii_losses, setup=self.setup_sii,
             train_modules=lambda: [self.fusion] if self.fusion is not None else [],
         )
+
+    # ------------------------------------------------------------------ stage 3 (HSE)
+    @torch.no_grad()
+    def cache_fused_text(self) -> None:
+        """T^f of every identity, once (eval mode); frozen for the stage."""
+        was_training = self.training
+        self.eval()
+        text_v, text_r = self.identity_text_features()
+        self.text_features.copy_(self.fuse(text_v, text_r).float())
+        self.train(was_training)
+
+    def hse_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """``CE(a) + CE(b) + MSEL(f) + MSEL(g) + 0.15 [WRT(f) + WRT(g)]
+        + 0.05 CE(g^v T^f^T) + 0.10 CE(g^r T^f^T)`` (weights from ``method.*``)."""
+        o = self.options
+        labels, modality = batch["label"], batch["modality"]
+        f, g = self.encode(batch["image"], modality)
+        id_loss = (
+            F.cross_entropy(self.classifier_f(self.bn_f(f)).float(), labels,
+                            label_smoothing=o.label_smoothing)
+            + F.cross_entropy(self.classifier_g(self.bn_g(g)).float(), labels,
+                              label_smoothing=o.label_smoothing)
+        )
+        f, g = f.float(), g.float()
+        wrt = (weighted_regularized_triplet_loss(f, labels, normalizer=o.wrt_normalizer)
+               + weighted_regularized_triplet_loss(g, labels, normalizer=o.wrt_normalizer))
+        first_visible = (modality == int(Modality.VISIBLE)) & (batch["view"] == 0)
+        infrared = modality == int(Modality.INFRARED)
+        y_v, y_r = labels[first_visible], labels[infrared]
+        g_v, g_r = g[first_visible], g[infrared]
+        i2t_v = F.cross_entropy(g_v @ self.text_features.T, y_v)
+        i2t_r = F.cross_entropy(g_r @ self.text_features.T, y_r)
+        loss = (o.id_loss_weight * id_loss + o.triplet_weight * wrt
+                + o.i2t_visible_weight * i2t_v + o.i2t_infrared_weight * i2t_r)
+        out = {"id": id_loss.detach(), "wrt": wrt.detach(), "i2t_v": i2t_v.detach(),
+               "i2t_r": i2t_r.detach()}
+        if o.msel:
+            msel = (modality_shared_enhancement_loss(f[first_visible], f[infrared], y_v, y_r)
+                    + modality_shared_enhancement_loss(g_v, g_r, y_v, y_r))
+            loss = loss + o.msel_weight * msel
+            out["msel"] = msel.detach()
+        return {"loss": loss, **out}
 
     def _hse_stage(self) -> Stage:
         o = self.options
@@ -417,50 +504,12 @@ class CSDN(Method):
             self.cfg.seed, replace=o.sample_with_replacement, rank=self.rank,
             world_size=self.world_size,
         )
-        transforms = train_transforms_from_config(
-            self.cfg.data.augment, tuple(self.cfg.data.image_size), _TRAIN_RECIPE
-        )
+        d = self.cfg.data
+        transforms = train_transforms_from_config(d.augment, tuple(d.image_size), _TRAIN_RECIPE,
+                                                  d.interpolation)
         dataset = ImageDataset(self.data.train, transforms, seed=self.cfg.seed,
-                               skip_bad=self.cfg.data.skip_bad_images)
+                               skip_bad=d.skip_bad_images)
         loader = self._loader(dataset, batch_sampler=sampler)
-
-        @torch.no_grad()
-        def setup() -> None:
-            """T^f of every identity, once; frozen for the stage."""
-            was_training = self.training
-            self.eval()
-            text_v, text_r = self.identity_text_features()
-            self.text_features.copy_(self.fuse(text_v, text_r).float())
-            self.train(was_training)
-
-        def step(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-            labels, modality = batch["label"], batch["modality"]
-            f, g = self.encode(batch["image"], modality)
-            id_loss = (
-                F.cross_entropy(self.classifier_f(self.bn_f(f)).float(), labels,
-                                label_smoothing=o.label_smoothing)
-                + F.cross_entropy(self.classifier_g(self.bn_g(g)).float(), labels,
-                                  label_smoothing=o.label_smoothing)
-            )
-            f, g = f.float(), g.float()
-            wrt = weighted_regularized_triplet_loss(f, labels) + weighted_regularized_triplet_loss(g, labels)
-            first_visible = (modality == int(Modality.VISIBLE)) & (batch["view"] == 0)
-            infrared = modality == int(Modality.INFRARED)
-            y_v, y_r = labels[first_visible], labels[infrared]
-            g_v, g_r = g[first_visible], g[infrared]
-            i2t_v = F.cross_entropy(g_v @ self.text_features.T, y_v)
-            i2t_r = F.cross_entropy(g_r @ self.text_features.T, y_r)
-            loss = (o.id_loss_weight * id_loss + o.triplet_weight * wrt
-                    + o.i2t_visible_weight * i2t_v + o.i2t_infrared_weight * i2t_r)
-            out = {"id": id_loss.detach(), "wrt": wrt.detach(), "i2t_v": i2t_v.detach(),
-                   "i2t_r": i2t_r.detach()}
-            if o.msel:
-                msel = (modality_shared_enhancement_loss(f[first_visible], f[infrared], y_v, y_r)
-                        + modality_shared_enhancement_loss(g_v, g_r, y_v, y_r))
-                loss = loss + o.msel_weight * msel
-                out["msel"] = msel.detach()
-            return {"loss": loss, **out}
-
         stem_ir = [self.stem_ir] if self.stem_ir is not None else []
         return Stage(
             name="hse",
@@ -468,6 +517,6 @@ class CSDN(Method):
                 ParamGroup("backbone", self.backbone_parameters()),
                 ParamGroup("heads", [p for h in self.heads for p in h.parameters()]),
             ],
-            loader=loader, sampler=sampler, step=step, setup=setup,
+            loader=loader, sampler=sampler, step=self.hse_losses, setup=self.cache_fused_text,
             train_modules=lambda: [self.clip.visual, *stem_ir, *self.heads],
         )
