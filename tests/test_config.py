@@ -352,7 +352,13 @@ def test_unknown_key_in_base_file_names_the_base(tmp_path):
     ],
 )
 def test_wrong_type_names_key_file_and_expectation(tmp_path, yaml_text, key, expected):
-    path = write(tmp_path, "bad.yaml", MINIMAL + yaml_text + "\n")
+    import yaml  # merged into MINIMAL: a key written twice is an error of its own
+
+    tree, extra = yaml.safe_load(MINIMAL), yaml.safe_load(yaml_text)
+    for section, value in extra.items():
+        both = isinstance(tree.get(section), dict) and isinstance(value, dict)
+        tree[section] = {**tree[section], **value} if both else value
+    path = write(tmp_path, "bad.yaml", yaml.safe_dump(tree))
     err = error_of(load_config, path)
     matching = [issue for issue in err.issues if issue.key == key]
     assert matching, str(err)
@@ -560,3 +566,65 @@ def test_assignment_is_validated():
         cfg.train.amp = "sometimes"
     cfg.train.amp = True
     assert cfg.train.amp is True
+
+
+@pytest.mark.parametrize("where", ["file", "override"])
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan"])
+def test_non_finite_numbers_are_refused_naming_key_and_source(tmp_path, where, value):
+    text = MINIMAL + "train: {stages: {main: {epochs: 1, lr: 0.1}}}\n"
+    if where == "file":
+        text = text.replace("lr: 0.1", f"lr: {value}")
+    path = write(tmp_path, "a.yaml", text)
+    overrides = [f"train.stages.main.lr={value}"] if where == "override" else []
+    message = str(error_of(load_config, path, overrides))
+    assert "train.stages.main.lr: must be a finite number" in message
+    assert ("override" in message) if where == "override" else ("a.yaml, line 3" in message)
+
+
+def test_non_finite_numbers_in_a_stored_config_are_refused():
+    data = load_config(TINY).to_dict()
+    data["method"]["id_loss_weight"] = float("nan")
+    assert "method.id_loss_weight: must be a finite number" in str(
+        error_of(config_from_dict, data, "checkpoint x.pt"))
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path):
+    path = write(tmp_path, "dup.yaml", """\
+        data: {name: sysu}
+        method:
+          name: plain
+        train:
+          amp: true
+          amp: false
+        """)
+    message = str(error_of(load_config, path))
+    assert "dup.yaml, line 6: duplicate key 'train.amp' (first set on line 5)" in message
+    assert "line 2: duplicate key 'data'" in str(error_of(load_config, write(
+        tmp_path, "top.yaml", "data: {name: sysu}\ndata: {name: regdb}\nmethod: {name: plain}\n")))
+    anchors = write(tmp_path, "merge.yaml", """\
+        base: &b {amp: true}
+        data: {name: sysu}
+        method: {name: plain}
+        train: {<<: *b, compile: false}
+        """)
+    with pytest.raises(ConfigError, match="unknown key"):  # merge keys still work; 'base' is unknown
+        load_config(anchors)
+
+
+def test_a_folder_given_as_config_says_so(tmp_path):
+    message = str(error_of(load_config, tmp_path))
+    assert "is a folder; expected a config file" in message and "not found" not in message
+
+
+def test_loading_a_config_imports_neither_torch_nor_a_method():
+    """The method schemas are torch-free: `vireid config` stays instant (timing itself is
+    benchmarks/cli_speed.py)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vireid.config import load_config, registered_method_schemas; "
+            f"cfg = load_config({str(REPO / 'configs/vcm/xreid_vitb16.yaml')!r}); "
+            "assert cfg.method.name == 'xreid' and len(registered_method_schemas()) >= 4; "
+            "heavy = [m for m in ('torch', 'open_clip', 'vireid.methods') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

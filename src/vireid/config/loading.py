@@ -37,6 +37,7 @@ from __future__ import annotations
 import copy
 import difflib
 import importlib
+import math
 import os
 import pkgutil
 import re
@@ -185,6 +186,8 @@ def _parse_yaml(text: str, origin: str) -> tuple[Any, dict[Path_, str]]:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _refuse_duplicate_keys(node, (), origin)  # before merge keys are flattened
         data = loader.construct_document(node) if node is not None else None
         sources: dict[Path_, str] = {}
         if node is not None:
@@ -194,6 +197,26 @@ def _parse_yaml(text: str, origin: str) -> tuple[Any, dict[Path_, str]]:
     finally:
         loader.dispose()
     return data, sources
+
+
+def _refuse_duplicate_keys(node: yaml.Node, path: Path_, origin: str) -> None:
+    """A key written twice in one mapping is an error (YAML would keep the last silently);
+    keys brought in by a ``<<`` merge may be overridden, as YAML intends."""
+    if isinstance(node, yaml.MappingNode):
+        first_line: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key is not None and key != "<<":
+                if key in first_line:
+                    dotted = ".".join(map(str, (*path, key)))
+                    raise ConfigError(f"{origin}, line {line}: duplicate key {dotted!r} (first "
+                                      f"set on line {first_line[key]})")
+                first_line[key] = line
+            _refuse_duplicate_keys(value_node, (*path, key), origin)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, (*path, index), origin)
 
 
 def _record_lines(
@@ -484,7 +507,30 @@ def _describe_error(error: Mapping[str, Any], root: type[BaseModel]) -> tuple[tu
     return loc, message
 
 
+def _get(data: Any, path: Path_) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _non_finite(value: Any, path: Path_ = ()) -> list[Path_]:
+    """Paths of the non-finite floats (inf, nan) in a plain config tree."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [path]
+    if isinstance(value, Mapping):
+        return [p for k, v in value.items() for p in _non_finite(v, (*path, k))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, (*path, i))]
+    return []
+
+
 def _validate(data: Mapping[str, Any], sources: Mapping[Path_, str], default_source: str) -> Config:
+    bad = _non_finite(data)
+    if bad:  # no setting of a run is meaningful at inf or nan
+        raise ConfigError.from_issues([
+            ConfigIssue(".".join(map(str, path)), "must be a finite number, got "
+                        f"{_short_repr(_get(data, path))}",
+                        _lookup_source(sources, path, default_source)) for path in bad])
     method_section = data.get("method")
     method_name = method_section.get("name") if isinstance(method_section, Mapping) else None
     cls = _config_class(method_name)
@@ -539,6 +585,9 @@ def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> 
     any unknown key, wrong type or violated constraint.
     """
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"{_display_path(file)} is a folder; expected a config file "
+                          "(e.g. configs/sysu/clipreid_vitb16.yaml)")
     if not file.is_file():
         raise ConfigError(f"config file not found: {_display_path(file)}")
     data, sources = _load_tree(file, ())
