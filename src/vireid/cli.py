@@ -197,8 +197,8 @@ def _cmd_extract(args) -> int:
             feats, samples, {**meta, "files": files_digest(samples)}))
         info = {"out": str(out), "items": len(samples), "dim": int(feats.shape[1])}
     else:
-        from vireid.evaluation.evaluator import _select_splits
         from vireid.data.datasets import load_data
+        from vireid.evaluation.evaluator import _select_splits
 
         split = _select_splits(load_data(model.config).splits, [args.split])[0]
         index: dict[Sample, int] = {}
@@ -247,8 +247,8 @@ def _cmd_search(args) -> int:
 def _cmd_report(args) -> int:
     from pathlib import Path
 
-    from vireid.retrieval.report import write_report
     from vireid.data.datasets import load_data
+    from vireid.retrieval.report import write_report
 
     model = _load_model(args)
     if args.out is not None:
