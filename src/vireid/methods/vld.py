@@ -1,6 +1,6 @@
 """VLD (Li, Leng, Kuang, Tan, Gao, "Video-Level Language-Driven Video-Based
 Visible-Infrared Person Re-Identification", IEEE TIFS 2025; arXiv 2506.02439), as its
-official code (github Visuang/VLD) computes it. docs/methods.md (its VLD section) lists
+official code (github Visuang/VLD) computes it. docs/methods.md#vld-code-paper-and-our-defaults lists
 every place where our default differs from the code or the paper, with its switch.
 
 * **IMLP** (invariant-modality language prompts): one set of 4 learned tokens per

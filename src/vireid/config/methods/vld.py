@@ -1,7 +1,7 @@
 """Options of VLD (``method.name: vld``).
 
 Torch-free, so that configs load without importing the method. Defaults follow the
-official code (github Visuang/VLD); docs/methods.md (its VLD section) lists where our
+official code (github Visuang/VLD); docs/methods.md#vld-code-paper-and-our-defaults lists where our
 defaults and the code differ.
 """
 
