@@ -62,6 +62,7 @@ from vireid.config.schema import (
     _lookup_source,
     _split_key,
 )
+from vireid.files import atomic_path
 
 _METHOD_SCHEMAS: dict[str, type[BaseModel]] = {}
 _CONFIG_CLASSES: dict[str, type[Config]] = {}
@@ -609,8 +610,6 @@ def cfg_to_yaml(cfg: Config) -> str:
 def dump_config(cfg: Config, path: str | os.PathLike[str]) -> Path:
     """Write :func:`cfg_to_yaml` to ``path`` atomically (temp file + rename); return the path."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(target.name + ".tmp")
-    temporary.write_text(cfg_to_yaml(cfg), encoding="utf-8")
-    os.replace(temporary, target)
+    with atomic_path(target) as temporary:
+        temporary.write_text(cfg_to_yaml(cfg), encoding="utf-8")
     return target

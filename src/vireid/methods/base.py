@@ -12,7 +12,7 @@ time the evaluator calls :meth:`Method.extract` on batches built by
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -70,7 +70,6 @@ class Stage:
     on_epoch_start: Callable[[int], None] | None = None
     train_modules: Callable[[], Iterable[nn.Module]] | None = None
     """Modules put in train mode during the stage (default: the whole method)."""
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 class Method(nn.Module):
@@ -188,9 +187,10 @@ class Method(nn.Module):
             skip_bad=d.skip_bad_images,
         )
 
-    def cross_modal_sampler(self, stage: str) -> CrossModalIdentitySampler:
+    def cross_modal_sampler(self, stage: str, **options: Any) -> CrossModalIdentitySampler:
         """P identities x K samples per modality for ``stage`` (the stage's own P/K, else
-        ``data.*``); an impossible composition is an error naming the config key."""
+        ``data.*``); an impossible composition is an error naming the config key.
+        ``options`` go to :class:`CrossModalIdentitySampler` (e.g. ``always_replace``)."""
         d = self.cfg.data
         stage_cfg = self.cfg.train.stages.get(stage)
         per_stage = stage_cfg is not None and stage_cfg.identities_per_batch is not None
@@ -200,7 +200,7 @@ class Method(nn.Module):
         try:
             return CrossModalIdentitySampler.from_samples(
                 self.data.train, P, K, seed=self.cfg.seed, rank=self.rank,
-                world_size=self.world_size,
+                world_size=self.world_size, **options,
             )
         except ValueError as err:
             key = (f"train.stages.{stage}.identities_per_batch" if per_stage

@@ -30,9 +30,7 @@ Nothing is downloaded unless asked: :func:`download_pretrained` and
 
 from __future__ import annotations
 
-import hashlib
 import io
-import os
 import pickle
 import re
 import shutil
@@ -47,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vireid.files import atomic_path, sha256_file
 from vireid.models.pos_embed import resize_grid_embedding
 
 __all__ = [
@@ -111,15 +110,6 @@ def _how_to_get(backbone: str) -> str:
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(
@@ -564,12 +554,6 @@ def download_pretrained(backbone: str, tag: str, cache_dir: str | Path | None = 
     return Path(target)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def fetch_weights(name: str, to: str | Path, tag: str = "openai") -> Path:
     """Download ``name``'s pretrained weights (open_clip tag ``tag``), convert them to
     safetensors (open_clip / OpenAI key names, stored dtypes kept) at
@@ -585,15 +569,11 @@ def fetch_weights(name: str, to: str | Path, tag: str = "openai") -> Path:
     state = to_open_clip_keys(to_model_keys(state))
     tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
     target = folder / f"{name}-{tag}.safetensors"
-    tmp = target.with_name(target.name + ".tmp")
-    save_file(
-        tensors, str(tmp), metadata={"backbone": name, "pretrained": tag, "source": source.name}
-    )
-    os.replace(tmp, target)
-    _atomic_write_bytes(
-        target.with_name(target.name + ".sha256"),
-        f"{sha256_file(target)}  {target.name}\n".encode(),
-    )
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp),
+                  metadata={"backbone": name, "pretrained": tag, "source": source.name})
+    with atomic_path(target.with_name(target.name + ".sha256")) as tmp:
+        tmp.write_text(f"{sha256_file(target)}  {target.name}\n", encoding="utf-8")
     if download_dir.is_dir():
         shutil.rmtree(download_dir, ignore_errors=True)
     return target

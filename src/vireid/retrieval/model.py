@@ -23,6 +23,7 @@ from vireid.config import Config, config_from_dict, load_config
 from vireid.data.datasets.base import IMAGE_EXTENSIONS, list_images
 from vireid.data.types import DataSpec, Modality, Sample
 from vireid.engine.checkpoint import CheckpointError, load_checkpoint
+from vireid.files import sha256_file
 
 __all__ = ["ReIDModel", "load_model", "resolve_checkpoint"]
 
@@ -98,14 +99,6 @@ def _data_spec(state: dict[str, Any], cfg: Config, file: Path) -> DataSpec:
     state["data_num_classes"] = torch.tensor(spec.num_classes)
     state["data_cameras"] = torch.tensor(spec.cameras, dtype=torch.long)
     return spec
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_model(
@@ -304,7 +297,7 @@ class ReIDModel:
                 for key in path:
                     node = node.get(key) if isinstance(node, dict) else None
                 parts[".".join(path)] = node
-            digest = hashlib.sha256(_sha256_file(self.checkpoint).encode())
+            digest = hashlib.sha256(sha256_file(self.checkpoint).encode())
             digest.update(json.dumps(parts, sort_keys=True).encode())
             self._fingerprint = digest.hexdigest()
         return self._fingerprint
