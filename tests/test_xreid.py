@@ -174,10 +174,12 @@ _prepare = prepare_first_stage
 def test_gradients_reach_exactly_the_trained_parameters(vcm):
     data, method = build(_config(vcm))
     stage, groups, trained = _prepare(method)
-    assert set(groups) == {"visual", "necks", "new_modules"}
-    new = {id(p) for m in (method.sii, method.lii, method.cii, method.classifier_mii)
-           for p in m.parameters()}
-    assert new <= {id(p) for p in groups["new_modules"]}
+    assert set(groups) == {"visual", "necks", "classifiers", "mii", "mii_necks",
+                           "mii_classifier"}
+    new = {id(p) for m in (method.sii, method.lii, method.cii) for p in m.parameters()}
+    assert new == {id(p) for p in groups["mii"]}
+    assert {id(p) for p in groups["mii_classifier"]} == {
+        id(p) for p in method.classifier_mii.parameters()}
     batch = next(iter(stage.loader))
     B = len(batch["label"])
     assert batch["image"].shape[:2] == (B, 3) and B == 2 * 2 * 2
@@ -272,3 +274,111 @@ def test_short_video_run_then_eval_with_dense_clips(vcm, tmp_path, capsys):
     assert not any(k.startswith("clip.text.") for k in state)
     assert main(["eval", "--ckpt", str(ckpt), "data.video.test_sampling=dense"]) == 0
     assert "ir->vis" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- code recipe
+
+
+def test_code_learning_rates_classifiers_x10_tsm_x10_its_classifier_x100(vcm):
+    """The official LR composition: biases x2, classifiers x10, every MII ("TSM") parameter
+    x10, so the MII BN x10 and the MII classifier x100."""
+    from vireid.engine.optim import build_optimizer
+
+    cfg = _config(vcm, "train.stages.main.lr=5.0e-6", "train.stages.main.bias_lr_factor=2.0",
+                  "train.stages.main.lr_multipliers={classifiers: 10.0, mii: 10.0, "
+                  "mii_necks: 10.0, mii_classifier: 100.0}")
+    _, method = build(cfg)
+    optimizer = build_optimizer(method, method._groups(), cfg.stage("main"), "main")
+    lr = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    expect = {
+        method.clip.visual.ln_post.weight: 5e-6, method.clip.visual.ln_post.bias: 1e-5,
+        method.neck.weight: 5e-6, method.classifier.weight: 5e-5,
+        method.neck_mii.weight: 5e-5, method.classifier_mii.weight: 5e-4,
+        method.sii.blocks[0].mlp[0].weight: 5e-5, method.sii.blocks[0].mlp[0].bias: 1e-4,
+    }
+    for p, value in expect.items():
+        assert lr[id(p)] == pytest.approx(value)
+
+
+def test_lii_stride_t_minus_one_is_the_code_rotation():
+    """The code's (disabled) LII: position t holds the class token of frame (t + 1) mod T."""
+    from vireid.models.temporal import long_term_source_index
+
+    T = 10
+    assert long_term_source_index(T, T - 1, "cyclic").tolist() == [(t + 1) % T for t in range(T)]
+
+
+def test_memory_pass_without_camera_embedding_and_with_train_mode_bn(vcm):
+    cfg = ("model.camera_embedding=true", "method.memory_camera_embedding=false",
+           "method.memory_bn_mode=train")
+    _, method = build(_config(vcm, *cfg))
+    _, reference = build(_config(vcm, "model.camera_embedding=true"))
+    reference.load_state_dict(method.state_dict())
+    with torch.no_grad():
+        method.clip.visual.camera_embedding.normal_(0, 5.0)
+        reference.clip.visual.camera_embedding.zero_()
+    before = method.neck.running_mean.clone()
+    method.build_prototypes(0)
+    assert not torch.equal(method.neck.running_mean, before)  # batch statistics, updated
+    assert not method.neck.training or method.training  # modes restored
+    # no camera embedding: the same as a model whose embedding is zero, BN in train mode
+    reference.train()
+    reference.neck.running_mean.copy_(before)
+    for m in reference.modules():
+        m.train(False)
+    reference.neck.train()
+    reference.neck_proj.train()
+    sums = torch.zeros(2, reference.spec.num_classes, reference.width + reference.embed_dim)
+    counts = torch.zeros(2, reference.spec.num_classes)
+    with torch.no_grad():
+        for batch in reference._memory_loader(0):
+            cls, proj, _ = reference.encode_frames(batch["image"])
+            s_, n_ = prototype_sums(reference.sequence_feature(cls, proj), batch["label"],
+                                    batch["modality"], reference.spec.num_classes)
+            sums += s_
+            counts += n_
+    expected = CrossModalPrototypes(reference.spec.num_classes, sums.shape[-1])
+    expected.set_from_sums(sums, counts)
+    assert torch.allclose(method.prototypes.visible, expected.visible, atol=1e-5)
+    _, default = build(_config(vcm, "model.camera_embedding=true"))
+    before = default.neck.running_mean.clone()
+    default.build_prototypes(0)
+    assert torch.equal(default.neck.running_mean, before)  # eval mode by default
+
+
+def test_code_sampler_replays_one_order_with_replacement(vcm):
+    _, one = build(_config(vcm, "method.sampler_replay=true", "method.iterations_per_epoch=2",
+                           "method.sample_with_replacement=true"))
+    _, two = build(_config(vcm, "method.sampler_replay=true", "method.iterations_per_epoch=4",
+                           "method.sample_with_replacement=true"))
+    a, b = one._train_sampler(), two._train_sampler()
+    assert a.always_replace and len(a) == 2 and a.replay_length == b.replay_length
+    L = a.replay_length
+    stream = b.global_batches(0) + b.global_batches(1)
+    assert a.global_batches(0) + a.global_batches(1) == stream[:4]
+    assert a.global_batches(L) == a.global_batches(0)  # the order repeats after L batches x
+    _, default = build(_config(vcm))
+    s = default._train_sampler()
+    assert s.replay_length is None and not s.always_replace
+    assert s.global_batches(1) != s.global_batches(0)
+
+
+def test_erasing_per_frame_draws_each_frame_on_its_own(vcm):
+    """Erased rectangles: one per frame (code) or one for the whole clip (default)."""
+    import random
+
+    plain = ("data.augment.flip_prob=0", "data.augment.pad=0")
+    clip = torch.full((4, 3, 64, 32), 128, dtype=torch.uint8)
+    _, base = build(_config(vcm, "data.augment.random_erasing_prob=0", *plain))
+    background = base._train_dataset()._transforms[0][0](clip, random.Random(0))
+
+    def erased(*extra):
+        _, method = build(_config(vcm, "data.augment.random_erasing_prob=1.0", *plain, *extra))
+        out = method._train_dataset()._transforms[0][0](clip, random.Random(0))
+        return [(out[t] != background[t]).any(0) for t in range(4)]
+
+    per_frame = erased("method.erasing_per_frame=true")
+    assert all(m.any() for m in per_frame)
+    assert not all(torch.equal(per_frame[0], m) for m in per_frame[1:])
+    per_clip = erased()
+    assert per_clip[0].any() and all(torch.equal(per_clip[0], m) for m in per_clip[1:])

@@ -164,11 +164,29 @@ class _IdentityBatchSampler(Sampler[list[int]]):
             pending = pending[P:]
         return groups
 
+    replay_length: int | None = None
+    """When set (identity samplers' ``replay_length``): one order of that many batches is
+    drawn once (the epoch-0 stream) and every epoch takes its ``num_batches`` batches
+    from it cyclically, continuing where the previous epoch stopped -- the X-ReID code's
+    sampler, built once and replayed for the whole run."""
+
     def global_batches(self, epoch: int | None = None) -> list[list[int]]:
         """Every batch of ``epoch`` (default: the current one) in single-process order."""
         epoch = self.epoch if epoch is None else int(epoch)
+        if self.replay_length is not None:
+            stream = self._drawn(0, self.replay_length)
+            start = epoch * self.num_global_batches
+            return [stream[(start + i) % len(stream)] for i in range(self.num_global_batches)]
+        return self._drawn(epoch, self.num_global_batches)
+
+    def _drawn(self, epoch: int, count: int) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, epoch])
-        return [self._batch_from_identities(rng, ids) for ids in self._identity_groups(rng)]
+        total, self.num_global_batches = self.num_global_batches, count
+        try:
+            groups = self._identity_groups(rng)
+        finally:
+            self.num_global_batches = total
+        return [self._batch_from_identities(rng, ids) for ids in groups]
 
     def rank_batches(self, epoch: int | None = None) -> list[list[int]]:
         """The batches of this rank for ``epoch``, from the start of the epoch."""
@@ -269,6 +287,8 @@ class CrossModalIdentitySampler(_IdentityBatchSampler):
 
     ``num_batches`` (global, per epoch) defaults to the reference count
     ``max(n_visible, n_infrared) // (P*K) + 1`` over the sampled identities.
+    ``replay_length``: draw one stream of that many batches once and replay it
+    across epochs (see :attr:`replay_length`).
 
     Identities with samples in only one modality cannot fill a batch: by default they
     are skipped, with a warning and their labels in ``skipped_identities``;
@@ -290,6 +310,7 @@ class CrossModalIdentitySampler(_IdentityBatchSampler):
         identity_order: str = "random",
         always_replace: bool = False,
         on_missing_modality: str = "skip",
+        replay_length: int | None = None,
     ) -> None:
         super().__init__(
             num_identities, num_instances, seed, rank, world_size, drop_last,
@@ -340,6 +361,9 @@ class CrossModalIdentitySampler(_IdentityBatchSampler):
                 f"num_batches={self.num_global_batches} gives no batch to each of "
                 f"world_size={self.world_size} ranks with drop_last=True"
             )
+        if replay_length is not None and replay_length < 1:
+            raise ValueError(f"replay_length must be >= 1, got {replay_length}")
+        self.replay_length = replay_length
         self._fingerprint = zlib.crc32(self.labels.tobytes() + self.modalities.tobytes())
 
     @classmethod

@@ -1,6 +1,6 @@
 """X-ReID (Yu, Liu, Zhang, Lu, AAAI 2026; arXiv 2511.17964) for video VI-ReID.
 
-The whole method of the paper (methods.md section 2), on a CLIP ViT image encoder:
+The whole method of the paper (docs/methods.md#x-reid-xreid), on a CLIP ViT image encoder:
 
 * **Backbone.** Every frame passes the ViT on its own, with a per-camera
   embedding (SIE, coefficient ``model.camera_embedding_scale``) and a frozen
@@ -16,7 +16,7 @@ The whole method of the paper (methods.md section 2), on a CLIP ViT image encode
 * **MII** on the final-layer tokens (:mod:`vireid.models.temporal`): SII (temporal
   channel shift, stride 1, then two cross-attention blocks, query = the frame's
   class token), LII (the class token of frame t-2 attends to the patches of frame
-  t), ``O = mean_t (O_SII_t + O_LII_t)``; CII (training only): the pooled SII and
+  t; the code's disabled LII uses frame t+1: ``lii_stride`` = T-1), ``O = mean_t (O_SII_t + O_LII_t)``; CII (training only): the pooled SII and
   LII outputs of a clip, each prepended as one token to the patches of the same
   identity's clip in the other modality, one self-attention block, first token
   averaged over frames; CMCL pulls each pooled output towards its cross-modal
@@ -40,9 +40,10 @@ Deviations and assumptions (each a switch where it matters):
 - CPC hard sample from the other modality (``memory_update_source: other``,
   paper Eq. 2); the code draws from both modalities (``both``). ``mu`` 0.2
   (paper; the code uses 0.1). ``tau`` 0.05 (code; absent from the paper).
-- The memory pass uses eval mode (BN running statistics), test-time frame
-  sampling (``memory_sampling``; ``dense`` is replaced by ``first_of_chunk``) and
-  ``train.amp``; under DDP each rank embeds a share of the training set and the
+- The memory pass uses eval mode (BN running statistics; ``memory_bn_mode: train``
+  = the code's first epoch), the camera embedding (``memory_camera_embedding``; the
+  code has none), test-time frame sampling (``memory_sampling``; the code: ``rrs``;
+  ``dense`` is replaced by ``first_of_chunk``) and ``train.amp``; under DDP each rank embeds a share of the training set and the
   sums are all-reduced. Identities missing in a modality get a zero prototype.
 - Loss weights all 1 (paper); the code weighs ID by 0.25 and divides frame-level
   ID terms by T (``frame_id_weight: null`` = 1/T, as the code).
@@ -59,9 +60,14 @@ Deviations and assumptions (each a switch where it matters):
   mode this equals averaging per-frame BN features.
 - Camera embedding added to every token (``camera_tokens: all``, the paper); the
   code adds it to the class token only (``cls``).
-- Learning rates: parameter groups ``visual``, ``necks`` (BN) and ``new_modules``
-  (MII/CII blocks and classifiers, x10 in the configs, as the code's
-  ``LARGE_FC_LR`` and MII groups); biases x2 (``bias_lr_factor``, the code).
+- Learning rates: parameter groups ``visual``, ``necks``, ``classifiers``, ``mii``
+  (SII/LII/CII blocks), ``mii_necks`` and ``mii_classifier``; the paper recipe puts
+  the new modules (classifiers and MII) at x10, biases x2. The code: classifiers
+  x10, every MII parameter x10, so its BN x10 and its classifier x100.
+- SII shift: out of place (the paper). The code's shift is an overlapping in-place
+  copy: on CPU the forward-shifted quarter of every frame becomes frame 0's.
+- Code recipe switches: ``sample_with_replacement``, ``sampler_replay``,
+  ``iterations_per_epoch``, ``erasing_per_frame`` (configs/vcm/xreid_vitb16_official.yaml).
 """
 
 from __future__ import annotations
@@ -75,11 +81,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from vireid.comm import all_reduce_mean, get_world_size
 from vireid.config import Config
 from vireid.config.methods.xreid import XReIDConfig
 from vireid.data.loaders import TrackletDataset
+from vireid.data.transforms import Compose, RandomErasing
 from vireid.data.types import DataSpec, Sample
-from vireid.engine.distributed import all_reduce_mean, get_world_size
 from vireid.losses import (
     CrossModalPrototypes,
     batch_hard_triplet_loss,
@@ -226,6 +233,9 @@ class XReID(Method):
             return
         modes = [(module, module.training) for module in self.modules()]
         self.eval()
+        if self.options.memory_bn_mode == "train":  # the code's first-epoch pass
+            self.neck.train()
+            self.neck_proj.train()
         device = self._device()
         C, dim = self.spec.num_classes, self.width + self.embed_dim
         sums = torch.zeros(2, C, dim, device=device)
@@ -236,7 +246,8 @@ class XReID(Method):
         try:
             for batch in self._memory_loader(epoch):
                 clips = batch["image"].to(device, non_blocking=True)
-                cameras = self._cameras({**batch, "image": clips})
+                cameras = (self._cameras({**batch, "image": clips})
+                           if self.options.memory_camera_embedding else None)
                 with amp:
                     cls, proj, _ = self.encode_frames(clips, cameras)
                     b = self.sequence_feature(cls, proj)
@@ -318,19 +329,48 @@ class XReID(Method):
                 return []
             return [p for p in module.parameters() if id(p) not in self._frozen]
 
-        necks = [getattr(self, n, None) for n in ("neck", "neck_proj", "neck_frame",
-                                                  "neck_proj_frame", "neck_mii", "neck_mii_frame")]
-        new = [self.sii, self.lii, self.cii] + [
-            getattr(self, n, None) for n in ("classifier", "classifier_frame", "classifier_mii")]
+        def of(*names: str) -> list[nn.Parameter]:
+            return [p for n in names for p in trainable(getattr(self, n, None))]
+
         return [
             ParamGroup("visual", trainable(self.clip.visual)),
-            ParamGroup("necks", [p for m in necks for p in trainable(m)]),
-            ParamGroup("new_modules", [p for m in new for p in trainable(m)]),
+            ParamGroup("necks", of("neck", "neck_proj", "neck_frame", "neck_proj_frame")),
+            ParamGroup("classifiers", of("classifier", "classifier_frame")),
+            ParamGroup("mii", of("sii", "lii", "cii")),
+            ParamGroup("mii_necks", of("neck_mii", "neck_mii_frame")),
+            ParamGroup("mii_classifier", of("classifier_mii")),
         ]
 
-    def stages(self) -> list[Stage]:
-        sampler = self.cross_modal_sampler("main")
+    def _train_sampler(self):
+        """P x K clips per modality; the code's sampler with ``sample_with_replacement``,
+        ``sampler_replay`` (one order, drawn once, of min(n_vis, n_ir) / (P K) batches)
+        and ``iterations_per_epoch``."""
+        o = self.options
+        options: dict[str, Any] = {"always_replace": o.sample_with_replacement}
+        if o.iterations_per_epoch is not None:
+            options["num_batches"] = o.iterations_per_epoch * self.world_size
+        if o.sampler_replay:
+            P, K = self.cfg.batch_composition("main")
+            n = min(sum(s.modality == m for s in self.data.train) for m in (0, 1))
+            options["replay_length"] = max(1, n // (P * K))
+        return self.cross_modal_sampler("main", **options)
+
+    def _train_dataset(self) -> TrackletDataset:
+        """Training clips; ``erasing_per_frame`` draws the random erasing per frame."""
         dataset = self._tracklet_train_dataset()
+        erase_p = self.cfg.data.augment.random_erasing_prob
+        if not self.options.erasing_per_frame or erase_p <= 0:
+            return dataset
+        for views in dataset._transforms.values():
+            for view in views:
+                steps = [t for t in view.transforms if not isinstance(t, RandomErasing)]
+                erasing = [t for t in view.transforms if isinstance(t, RandomErasing)]
+                view.transforms = steps + [Compose(erasing, per_frame=True)]
+        return dataset
+
+    def stages(self) -> list[Stage]:
+        sampler = self._train_sampler()
+        dataset = self._train_dataset()
         loader = self._loader(dataset, batch_sampler=sampler)
         o = self.options
 

@@ -25,7 +25,8 @@ class XReIDConfig(MethodConfig):
     sii_stride: int = Field(1, ge=1, description="SII temporal shift stride S.")
     sii_fold_div: int = Field(4, ge=2, description="SII: 1/fold_div of channels per direction.")
     sii_blocks: int = Field(2, ge=1, description="SII cross-attention blocks (paper: 2).")
-    lii_stride: int = Field(2, ge=1, description="LII: class token of frame t-S queries frame t.")
+    lii_stride: int = Field(2, ge=1, description="LII: class token of frame t-S queries frame t "
+                            "(with lii_edge cyclic, S = T-1 is the code's t+1).")
     lii_blocks: int = Field(1, ge=1, description="LII cross-attention blocks.")
     lii_edge: Literal["cyclic", "self"] = Field(
         "cyclic", description="LII source of frames t < S: (t-S) mod T, or the frame itself.")
@@ -47,6 +48,20 @@ class XReIDConfig(MethodConfig):
         "(first_of_chunk when that is dense).")
     memory_num_frames: int | None = Field(
         None, ge=1, description="T of the memory pass; null = the test T.")
+    memory_camera_embedding: bool = Field(
+        True, description="Camera embedding in the memory pass (code: none).")
+    memory_bn_mode: Literal["eval", "train"] = Field(
+        "eval", description="BN-necks in the memory pass: running statistics, or batch "
+        "statistics with running averages updated (code, first epoch: train).")
+    # sampling and augmentation
+    sample_with_replacement: bool = Field(
+        False, description="Draw the K clips of an identity with replacement (code: always).")
+    sampler_replay: bool = Field(
+        False, description="Draw one batch order once and replay it across epochs (code).")
+    iterations_per_epoch: int | None = Field(
+        None, ge=1, description="Batches per epoch; null = the sampler's count (code: 300).")
+    erasing_per_frame: bool = Field(
+        False, description="Random erasing drawn per frame (code) instead of per clip.")
     # losses
     id_weight: float = Field(1.0, ge=0, description="ID cross-entropy weight (code: 0.25).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="ID cross-entropy smoothing.")

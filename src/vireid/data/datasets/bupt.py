@@ -8,8 +8,9 @@ reads it (docs/datasets.md#buptcampus):
 - ``train.txt`` / ``train_auxiliary.txt``: lines ``obj_id RGB/IR camera
   tracklet_id``, each an aligned RGB and IR recording of one tracklet. Each
   line gives two samples here, the visible one then the infrared one, with
-  the same frame count so a sampler can pick the same frame indices in both
-  (the official loader does). ``train_auxiliary.txt`` (single-camera
+  the same frame count. Nothing is paired by tracklet in training, here or in
+  the official code: its sampler, like ours, draws the visible and the infrared
+  tracklet of an identity independently. ``train_auxiliary.txt`` (single-camera
   identities) is read only with ``use_auxiliary=True``; its samples follow
   the main ones and their index range is in ``extra``;
 - ``query.txt`` / ``gallery.txt``: lines ``obj_id RGB|IR camera tracklet_id``.
@@ -77,6 +78,13 @@ BUPTCampus/
             False,
             "reproduce the official test loader, which drops the last len % 64 RGB "
             "tracklets of query.txt and gallery.txt",
+            boolean,
+        ),
+        "drop_one_frame": Option(
+            False,
+            "drop one-frame tracklets as the official loader does: a train.txt pair whose IR "
+            "recording has one frame (both samples), and one-frame query/gallery tracklets; "
+            "off: every tracklet is used (a one-frame clip repeats its frame)",
             boolean,
         ),
         "directions": Option(None, "'ir->vis' (reported first), 'vis->ir', or both (default)",
@@ -156,6 +164,9 @@ BUPTCampus/
             _, pid, _, camera, _, _ = row
             rgb = self._frames(paths, row, "RGB")
             ir = self._frames(paths, row, "IR")
+            if self.options["drop_one_frame"] and len(ir) == 1:  # the official rule: IR only
+                self._dropped_one_frame += 1
+                continue
             if len(rgb) != len(ir):
                 unequal += 1
                 n = min(len(rgb), len(ir))
@@ -185,9 +196,14 @@ BUPTCampus/
                    MODALITY_KEYS[row[2]])
             for row in rows
         ]
+        if self.options["drop_one_frame"]:
+            kept = [s for s in samples if len(s.frames) > 1]
+            self._dropped_one_frame += len(samples) - len(kept)
+            samples = kept
         return samples, dropped
 
     def _load(self) -> ReIDData:
+        self._dropped_one_frame = 0
         paths = self._read_json()
         train, unequal = self._train(paths, "train.txt")
         aux_range = None
@@ -218,5 +234,6 @@ BUPTCampus/
             "auxiliary_train_range": aux_range,
             "pairs_with_unequal_lengths": unequal,
             "official_drop": {"query_rgb": dropped_query, "gallery_rgb": dropped_gallery},
+            "one_frame_dropped": self._dropped_one_frame,
         }
         return ReIDData(self.name, self.root, train, splits, len(labels), extra)
