@@ -235,6 +235,21 @@ class _Meter:
         return out
 
 
+class _LogWindow:
+    """The steps since the last log line: their outputs, samples and data-loading time."""
+
+    def __init__(self, world_size: int) -> None:
+        self.meter = _Meter()
+        self.world_size = world_size
+        self.start = time.perf_counter()
+        self.samples = 0
+        self.data_time = 0.0
+
+    def add(self, outputs: Mapping[str, torch.Tensor], batch: Any) -> None:
+        self.meter.add(outputs)
+        self.samples += (_batch_size(batch) or 0) * self.world_size
+
+
 # --------------------------------------------------------------------------- trainer
 
 
@@ -571,9 +586,54 @@ class Trainer:
         """One epoch from batch ``skip``; False if ``max_steps`` ended it early."""
         stage, stage_cfg = self.stage, self.stage_cfg
         assert stage is not None and stage_cfg is not None
-        assert self.scheduler is not None
+        iterator = self._start_epoch(epoch, skip, rank_state, checkpoint)
+        total = _loader_length(stage.loader)
+        progress = self._progress_bar(total, skip, f"{stage.name} {epoch + 1}/{stage_cfg.epochs}")
+        window = _LogWindow(self.dist.world_size)
+        epoch_meter = _Meter()
+        max_steps = self.cfg.train.max_steps
+        every = self.cfg.train.log.every_steps
+        try:
+            while True:
+                if max_steps is not None and self.stage_step >= max_steps:
+                    return False
+                fetch_start = time.perf_counter()
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    self._epoch_means = epoch_meter.means(self.dist.distributed)
+                    return True
+                window.data_time += time.perf_counter() - fetch_start
+                outputs = self._train_step(batch)
+                window.add(outputs, batch)
+                epoch_meter.add(outputs)
+                if progress is not None:
+                    progress.update(1)
+                for hook in self.hooks:
+                    hook.after_step(self, outputs)
+                if self.global_step % every == 0:
+                    self._log_window(window, progress)
+                    window = _LogWindow(self.dist.world_size)
+                if self.checkpoint_every_steps and self.global_step % self.checkpoint_every_steps == 0:
+                    self._save_checkpoint(stage_done=False)
+        finally:
+            if progress is not None:
+                progress.close()
+
+    def _start_epoch(
+        self, epoch: int, skip: int, rank_state: dict[str, Any] | None,
+        checkpoint: dict[str, Any] | None,
+    ) -> Iterator[Any]:
+        """Put sampler, dataset and method to ``epoch`` and return the batch iterator.
+
+        On a resume (``rank_state``) the epoch start is replayed from the RNG state saved
+        when the epoch began, then the iterator is moved past the ``skip`` batches already
+        trained on and the RNG state of that step is restored.
+        """
+        stage = self.stage
+        assert stage is not None and self.scheduler is not None
         self.epoch, self.step_in_epoch = epoch, skip
-        if rank_state is not None:  # resume: replay the epoch start, then jump to the step
+        if rank_state is not None:
             restore_rng_state(rank_state["epoch_rng"] if skip else rank_state["rng"])
         self._epoch_rng = capture_rng_state()
         if stage.sampler is not None:
@@ -600,59 +660,26 @@ class Trainer:
                 next(iterator)
         if skip and rank_state is not None:
             restore_rng_state(rank_state["rng"])
+        return iterator
 
-        total = _loader_length(stage.loader)
-        progress = self._progress_bar(total, skip, f"{stage.name} {epoch + 1}/{stage_cfg.epochs}")
-        window = _Meter()
-        epoch_meter = _Meter()
-        window_start = time.perf_counter()
-        window_samples = 0
-        data_time = 0.0
-        max_steps = self.cfg.train.max_steps
-        every = self.cfg.train.log.every_steps
-        try:
-            while True:
-                if max_steps is not None and self.stage_step >= max_steps:
-                    return False
-                fetch_start = time.perf_counter()
-                try:
-                    batch = next(iterator)
-                except StopIteration:
-                    self._epoch_means = epoch_meter.means(self.dist.distributed)
-                    return True
-                data_time += time.perf_counter() - fetch_start
-                outputs = self._train_step(batch)
-                window.add(outputs)
-                epoch_meter.add(outputs)
-                window_samples += (_batch_size(batch) or 0) * self.dist.world_size
-                if progress is not None:
-                    progress.update(1)
-                for hook in self.hooks:
-                    hook.after_step(self, outputs)
-                if self.global_step % every == 0:
-                    elapsed = time.perf_counter() - window_start
-                    if self.device.type == "cuda":
-                        torch.cuda.synchronize(self.device)
-                        elapsed = time.perf_counter() - window_start
-                    self.last_step_time = elapsed / window.count
-                    record = {
-                        **self._position(),
-                        **window.means(self.dist.distributed),
-                        "lr": self.scheduler.lrs(),
-                        "step_time": self.last_step_time,
-                        "data_time": data_time / window.count,
-                        "samples_per_s": window_samples / elapsed if elapsed > 0 else None,
-                    }
-                    self._log("train", record, step=self.global_step)
-                    if progress is not None:
-                        progress.set_postfix(loss=f"{record['loss']:.4g}")
-                    window, window_samples, data_time = _Meter(), 0, 0.0
-                    window_start = time.perf_counter()
-                if self.checkpoint_every_steps and self.global_step % self.checkpoint_every_steps == 0:
-                    self._save_checkpoint(stage_done=False)
-        finally:
-            if progress is not None:
-                progress.close()
+    def _log_window(self, window: _LogWindow, progress: Any) -> None:
+        """Log the means, timings and throughput of the steps since the last log line."""
+        assert self.scheduler is not None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - window.start
+        self.last_step_time = elapsed / window.meter.count
+        record = {
+            **self._position(),
+            **window.meter.means(self.dist.distributed),
+            "lr": self.scheduler.lrs(),
+            "step_time": self.last_step_time,
+            "data_time": window.data_time / window.meter.count,
+            "samples_per_s": window.samples / elapsed if elapsed > 0 else None,
+        }
+        self._log("train", record, step=self.global_step)
+        if progress is not None:
+            progress.set_postfix(loss=f"{record['loss']:.4g}")
 
     def _train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         assert self.optimizer is not None and self.scheduler is not None
