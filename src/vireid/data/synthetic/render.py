@@ -175,279 +175,408 @@ def _pattern_fn(g: Garment, cx: float, y_ref: float, hp: float, split: float, fr
     raise ValueError(f"unknown garment pattern {g.pattern!r}")
 
 
-def rasterize(attrs: PersonAttributes, pose: Pose, image_size: tuple[int, int]) -> Layers:
-    """Paint the part map of ``attrs`` in ``pose`` on an ``image_size`` (H, W) canvas."""
-    h, w = image_size
-    cv = _Canvas(h, w)
-    hp = attrs.height * pose.scale * h
-    top = (h - hp) / 2.0 + pose.dy * h
-    foot_y = top + hp
-    cx = w / 2.0 + pose.dx * w
-    side = pose.view == "side"
-    front = pose.view == "front"
-    back = pose.view == "back"
+class _Figure:
+    """One person (``attrs``) in one ``pose`` on an (H, W) canvas: its geometry, and one
+    method per body part; :func:`rasterize` paints them back to front."""
 
-    head_ry = attrs.head_size * hp / 2.0
-    head_rx = head_ry * (0.85 if side else 0.78)
-    neck_y = top + 2 * head_ry
-    sh_y = neck_y + 0.035 * hp
-    hip_y = foot_y - attrs.leg_length * hp
-    lean = attrs.posture
+    def __init__(self, attrs: PersonAttributes, pose: Pose, image_size: tuple[int, int]) -> None:
+        self.attrs, self.pose = attrs, pose
+        h, w = image_size
+        cv = _Canvas(h, w)
+        hp = attrs.height * pose.scale * h
+        top = (h - hp) / 2.0 + pose.dy * h
+        foot_y = top + hp
+        cx = w / 2.0 + pose.dx * w
+        side = pose.view == "side"
+        front = pose.view == "front"
+        back = pose.view == "back"
 
-    def lx(y: float) -> float:  # horizontal shift of the upper body from leaning
-        return lean * (hip_y - y) * (1.0 if side else 0.25)
+        head_ry = attrs.head_size * hp / 2.0
+        head_rx = head_ry * (0.85 if side else 0.78)
+        neck_y = top + 2 * head_ry
+        sh_y = neck_y + 0.035 * hp
+        hip_y = foot_y - attrs.leg_length * hp
+        lean = attrs.posture
+        sw = attrs.shoulder_width * hp * (0.5 if side else 1.0)
+        hw = attrs.hip_width * hp * (0.62 if side else 1.0)
+        arm_r = 0.03 * hp * attrs.limb_thickness
+        leg_r = 0.043 * hp * attrs.limb_thickness
+        upper_len, fore_len = 0.165 * hp, 0.15 * hp
+        leg_len = foot_y - hip_y - 0.02 * hp
+        thigh_len = shin_len = leg_len / 2.0
+        head_cx = (
+            cx
+            + lean * (hip_y - (top + head_ry)) * (1.0 if side else 0.25)
+            + (0.02 * hp if side else 0.0)
+        )
+        head_cy = top + head_ry
+        a = pose.swing * attrs.stride * math.sin(pose.phase)
 
-    sw = attrs.shoulder_width * hp * (0.5 if side else 1.0)
-    hw = attrs.hip_width * hp * (0.62 if side else 1.0)
-    arm_r = 0.03 * hp * attrs.limb_thickness
-    leg_r = 0.043 * hp * attrs.limb_thickness
-    upper_len, fore_len = 0.165 * hp, 0.15 * hp
-    leg_len = foot_y - hip_y - 0.02 * hp
-    thigh_len = shin_len = leg_len / 2.0
-    head_cx = cx + lx(top + head_ry) + (0.02 * hp if side else 0.0)
-    head_cy = top + head_ry
-    a = pose.swing * attrs.stride * math.sin(pose.phase)
+        hip_c = cx + (0.01 * hp if side else 0.0)
+        tx = lean * (hip_y - sh_y) * (1.0 if side else 0.25)
+        torso_split = 0.5 * (hip_y - sh_y) / hp
+        cv.patterns[UPPER] = _pattern_fn(attrs.upper, cx, sh_y, hp, torso_split, front)
+        lower_split = 0.5 * attrs.lower_length * leg_len / hp
+        cv.patterns[LOWER] = _pattern_fn(attrs.lower, cx, hip_y, hp, lower_split, front)
 
-    torso_split = 0.5 * (hip_y - sh_y) / hp
-    cv.patterns[UPPER] = _pattern_fn(attrs.upper, cx, sh_y, hp, torso_split, front)
-    lower_split = 0.5 * attrs.lower_length * leg_len / hp
-    cv.patterns[LOWER] = _pattern_fn(attrs.lower, cx, hip_y, hp, lower_split, front)
+        self.cv, self.h, self.w, self.hp, self.top, self.foot_y, self.cx = (
+            cv,
+            h,
+            w,
+            hp,
+            top,
+            foot_y,
+            cx,
+        )
+        self.side, self.front, self.back = side, front, back
+        self.head_ry, self.head_rx, self.neck_y, self.sh_y, self.hip_y = (
+            head_ry,
+            head_rx,
+            neck_y,
+            sh_y,
+            hip_y,
+        )
+        self.lean, self.sw, self.hw, self.arm_r, self.leg_r = lean, sw, hw, arm_r, leg_r
+        self.upper_len, self.fore_len, self.leg_len = upper_len, fore_len, leg_len
+        self.thigh_len, self.shin_len, self.head_cx, self.head_cy = (
+            thigh_len,
+            shin_len,
+            head_cx,
+            head_cy,
+        )
+        self.a, self.hip_c, self.tx = a, hip_c, tx
 
-    # --- limbs -------------------------------------------------------------------------
-    def leg(hip_pt, angle, lift):
+    def lx(self, y: float) -> float:
+        """Horizontal shift of the upper body at height ``y`` from leaning."""
+        return self.lean * (self.hip_y - y) * (1.0 if self.side else 0.25)
+
+    def leg(self, hip_pt, angle, lift) -> None:
+        """A leg from the hip: skin, the lower garment's cover, the shoe."""
         hx, hy = hip_pt
-        knee = (hx + thigh_len * math.sin(angle), hy + thigh_len * math.cos(angle))
+        knee = (hx + self.thigh_len * math.sin(angle), hy + self.thigh_len * math.cos(angle))
         shin_angle = angle - 0.9 * max(0.0, -angle)
         foot = (
-            knee[0] + shin_len * math.sin(shin_angle),
-            knee[1] + shin_len * math.cos(shin_angle) - lift,
+            knee[0] + self.shin_len * math.sin(shin_angle),
+            knee[1] + self.shin_len * math.cos(shin_angle) - lift,
         )
-        cv.capsule(hip_pt, knee, leg_r, SKIN)
-        cv.capsule(knee, foot, leg_r * 0.82, SKIN)
-        if attrs.lower_kind != "skirt":
-            cover = attrs.lower_length * leg_len
-            if cover <= thigh_len:
-                t = cover / thigh_len
+        self.cv.capsule(hip_pt, knee, self.leg_r, SKIN)
+        self.cv.capsule(knee, foot, self.leg_r * 0.82, SKIN)
+        if self.attrs.lower_kind != "skirt":
+            cover = self.attrs.lower_length * self.leg_len
+            if cover <= self.thigh_len:
+                t = cover / self.thigh_len
                 end = (hx + t * (knee[0] - hx), hy + t * (knee[1] - hy))
-                cv.capsule(hip_pt, end, leg_r * 1.12, LOWER)
+                self.cv.capsule(hip_pt, end, self.leg_r * 1.12, LOWER)
             else:
-                t = min((cover - thigh_len) / shin_len, 1.0)
+                t = min((cover - self.thigh_len) / self.shin_len, 1.0)
                 end = (knee[0] + t * (foot[0] - knee[0]), knee[1] + t * (foot[1] - knee[1]))
-                cv.capsule(hip_pt, knee, leg_r * 1.12, LOWER)
-                cv.capsule(knee, end, leg_r * 0.98, LOWER)
-        toe = (foot[0] + (0.045 * hp if side else 0.0), foot[1])
-        cv.capsule(foot, toe, leg_r * 0.85, SHOES)
+                self.cv.capsule(hip_pt, knee, self.leg_r * 1.12, LOWER)
+                self.cv.capsule(knee, end, self.leg_r * 0.98, LOWER)
+        toe = (foot[0] + (0.045 * self.hp if self.side else 0.0), foot[1])
+        self.cv.capsule(foot, toe, self.leg_r * 0.85, SHOES)
 
-    def arm(shoulder, angle, bend):
+    def arm(self, shoulder, angle, bend) -> None:
+        """An arm from the shoulder: skin, hand, the sleeve's cover."""
         sx, sy = shoulder
-        elbow = (sx + upper_len * math.sin(angle), sy + upper_len * math.cos(angle))
+        elbow = (sx + self.upper_len * math.sin(angle), sy + self.upper_len * math.cos(angle))
         fa = angle + bend
-        hand = (elbow[0] + fore_len * math.sin(fa), elbow[1] + fore_len * math.cos(fa))
-        cv.capsule(shoulder, elbow, arm_r, SKIN)
-        cv.capsule(elbow, hand, arm_r * 0.9, SKIN)
-        cv.ellipse(hand[0], hand[1], arm_r * 1.05, arm_r * 1.2, SKIN)
-        cover = attrs.sleeve_length * (upper_len + fore_len)
-        if cover <= upper_len:
-            t = cover / upper_len
-            cv.capsule(
-                shoulder, (sx + t * (elbow[0] - sx), sy + t * (elbow[1] - sy)), arm_r * 1.18, UPPER
+        hand = (elbow[0] + self.fore_len * math.sin(fa), elbow[1] + self.fore_len * math.cos(fa))
+        self.cv.capsule(shoulder, elbow, self.arm_r, SKIN)
+        self.cv.capsule(elbow, hand, self.arm_r * 0.9, SKIN)
+        self.cv.ellipse(hand[0], hand[1], self.arm_r * 1.05, self.arm_r * 1.2, SKIN)
+        cover = self.attrs.sleeve_length * (self.upper_len + self.fore_len)
+        if cover <= self.upper_len:
+            t = cover / self.upper_len
+            self.cv.capsule(
+                shoulder,
+                (sx + t * (elbow[0] - sx), sy + t * (elbow[1] - sy)),
+                self.arm_r * 1.18,
+                UPPER,
             )
         else:
-            t = min((cover - upper_len) / fore_len, 1.0)
-            cv.capsule(shoulder, elbow, arm_r * 1.18, UPPER)
+            t = min((cover - self.upper_len) / self.fore_len, 1.0)
+            self.cv.capsule(shoulder, elbow, self.arm_r * 1.18, UPPER)
             end = (elbow[0] + t * (hand[0] - elbow[0]), elbow[1] + t * (hand[1] - elbow[1]))
-            cv.capsule(elbow, end, arm_r * 1.08, UPPER)
+            self.cv.capsule(elbow, end, self.arm_r * 1.08, UPPER)
 
-    def long_hair_behind():
-        if attrs.hair_length == "short" or back:
+    def hair_behind(self) -> None:
+        """Long hair hanging behind the body."""
+        if self.attrs.hair_length == "short" or self.back:
             return
-        bottom = neck_y + 0.01 * hp if attrs.hair_length == "medium" else sh_y + 0.12 * hp
-        if side:
-            cv.rect(head_cx - head_rx * 1.05, head_cy, head_cx - 0.05 * head_rx, bottom, HAIR)
-        else:
-            cv.rect(head_cx - head_rx * 1.12, head_cy, head_cx + head_rx * 1.12, bottom, HAIR)
-
-    # --- body, back to front -------------------------------------------------------------
-    hip_c = cx + (0.01 * hp if side else 0.0)
-    if side:
-        arm((cx + lx(sh_y), sh_y + arm_r), 0.8 * a, 0.25 + 0.3 * abs(a))  # far arm
-        leg((hip_c, hip_y), -a, 0.0)  # far leg
-    else:
-        long_hair_behind()
-        lift = 0.12 * leg_len
-        leg((cx - hw * 0.55, hip_y), 0.02, lift * max(0.0, a))
-        leg((cx + hw * 0.55, hip_y), -0.02, lift * max(0.0, -a))
-
-    if side and attrs.backpack is not None:
-        back_x = cx + lx(sh_y) - sw * 1.05
-        cv.rect(
-            back_x - 0.085 * hp,
-            sh_y + 0.015 * hp,
-            back_x + 0.01 * hp,
-            sh_y + 0.62 * (hip_y - sh_y),
-            BACKPACK,
+        bottom = (
+            self.neck_y + 0.01 * self.hp
+            if self.attrs.hair_length == "medium"
+            else self.sh_y + 0.12 * self.hp
         )
-    if side:
-        long_hair_behind()
+        if self.side:
+            self.cv.rect(
+                self.head_cx - self.head_rx * 1.05,
+                self.head_cy,
+                self.head_cx - 0.05 * self.head_rx,
+                bottom,
+                HAIR,
+            )
+        else:
+            self.cv.rect(
+                self.head_cx - self.head_rx * 1.12,
+                self.head_cy,
+                self.head_cx + self.head_rx * 1.12,
+                bottom,
+                HAIR,
+            )
 
-    # pelvis (top of the lower garment) then torso
-    cv.polygon(
-        [
-            (hip_c - hw * 1.02, hip_y - 0.03 * hp),
-            (hip_c + hw * 1.02, hip_y - 0.03 * hp),
-            (hip_c + hw * 1.06, hip_y + 0.07 * hp),
-            (hip_c - hw * 1.06, hip_y + 0.07 * hp),
-        ],
-        LOWER,
-    )
-    tx = lx(sh_y)
-    cv.polygon(
-        [
-            (cx + tx - sw, sh_y),
-            (cx + tx + sw, sh_y),
-            (hip_c + hw * 1.02, hip_y + 0.015 * hp),
-            (hip_c - hw * 1.02, hip_y + 0.015 * hp),
-        ],
-        UPPER,
-    )
-    cv.capsule(
-        (cx + tx - sw + arm_r * 0.6, sh_y + arm_r * 0.6),
-        (cx + tx + sw - arm_r * 0.6, sh_y + arm_r * 0.6),
-        arm_r * 1.15,
-        UPPER,
-    )
-    if attrs.lower_kind == "skirt":
-        s_len = attrs.lower_length * leg_len
-        flare = 0.05 * hp * (0.6 if side else 1.0)
-        cv.polygon(
+    def far_side(self) -> None:
+        """What lies behind the torso: far limbs (side view) or both legs, a side backpack, hair."""
+        if self.side:
+            self.arm(
+                (self.cx + self.lx(self.sh_y), self.sh_y + self.arm_r),
+                0.8 * self.a,
+                0.25 + 0.3 * abs(self.a),
+            )  # far arm
+            self.leg((self.hip_c, self.hip_y), -self.a, 0.0)  # far leg
+        else:
+            self.hair_behind()
+            lift = 0.12 * self.leg_len
+            self.leg((self.cx - self.hw * 0.55, self.hip_y), 0.02, lift * max(0.0, self.a))
+            self.leg((self.cx + self.hw * 0.55, self.hip_y), -0.02, lift * max(0.0, -self.a))
+
+        if self.side and self.attrs.backpack is not None:
+            back_x = self.cx + self.lx(self.sh_y) - self.sw * 1.05
+            self.cv.rect(
+                back_x - 0.085 * self.hp,
+                self.sh_y + 0.015 * self.hp,
+                back_x + 0.01 * self.hp,
+                self.sh_y + 0.62 * (self.hip_y - self.sh_y),
+                BACKPACK,
+            )
+        if self.side:
+            self.hair_behind()
+
+    def torso(self) -> None:
+        """Pelvis, torso, shoulders and a skirt."""
+        # pelvis (top of the lower garment) then torso
+        self.cv.polygon(
             [
-                (hip_c - hw * 1.05, hip_y - 0.02 * hp),
-                (hip_c + hw * 1.05, hip_y - 0.02 * hp),
-                (hip_c + hw * 1.05 + flare, hip_y + s_len),
-                (hip_c - hw * 1.05 - flare, hip_y + s_len),
+                (self.hip_c - self.hw * 1.02, self.hip_y - 0.03 * self.hp),
+                (self.hip_c + self.hw * 1.02, self.hip_y - 0.03 * self.hp),
+                (self.hip_c + self.hw * 1.06, self.hip_y + 0.07 * self.hp),
+                (self.hip_c - self.hw * 1.06, self.hip_y + 0.07 * self.hp),
             ],
             LOWER,
         )
-
-    # neck and head
-    cv.capsule((cx + lx(neck_y), neck_y + 0.01 * hp), (head_cx, head_cy), head_rx * 0.42, SKIN)
-    if back:
-        cv.ellipse(head_cx, head_cy, head_rx, head_ry, HAIR)
-        if attrs.hair_length != "short":
-            bottom = neck_y + 0.02 * hp if attrs.hair_length == "medium" else sh_y + 0.13 * hp
-            cv.rect(head_cx - head_rx * 1.05, head_cy, head_cx + head_rx * 1.05, bottom, HAIR)
-    else:
-        cv.ellipse(head_cx, head_cy, head_rx, head_ry, SKIN)
-        cap_limit = head_cy - (0.2 if attrs.hair_length == "short" else 0.05) * head_ry
-        cv.ellipse(head_cx, head_cy, head_rx * 1.07, head_ry * 1.07, HAIR, y_below=cap_limit)
-        if side:
-            cv.ellipse(
-                head_cx,
-                head_cy,
-                head_rx * 1.05,
-                head_ry * 1.05,
-                HAIR,
-                x_left=head_cx - 0.15 * head_rx,
-            )
-        if attrs.glasses:
-            gy = head_cy - 0.02 * head_ry
-            if front:
-                cv.rect(
-                    head_cx - head_rx * 0.8,
-                    gy - 0.1 * head_ry,
-                    head_cx + head_rx * 0.8,
-                    gy + 0.12 * head_ry,
-                    GLASSES,
-                )
-            else:
-                cv.rect(
-                    head_cx + head_rx * 0.35,
-                    gy - 0.1 * head_ry,
-                    head_cx + head_rx * 1.0,
-                    gy + 0.12 * head_ry,
-                    GLASSES,
-                )
-    if attrs.hat is not None:
-        cv.ellipse(
-            head_cx,
-            head_cy - 0.35 * head_ry,
-            head_rx * 1.12,
-            head_ry * 0.8,
-            HAT,
-            y_below=head_cy - 0.3 * head_ry,
+        self.cv.polygon(
+            [
+                (self.cx + self.tx - self.sw, self.sh_y),
+                (self.cx + self.tx + self.sw, self.sh_y),
+                (self.hip_c + self.hw * 1.02, self.hip_y + 0.015 * self.hp),
+                (self.hip_c - self.hw * 1.02, self.hip_y + 0.015 * self.hp),
+            ],
+            UPPER,
         )
-        if side:
-            cv.rect(
-                head_cx,
-                head_cy - 0.42 * head_ry,
-                head_cx + head_rx * 1.6,
-                head_cy - 0.28 * head_ry,
-                HAT,
-            )
-
-    # accessories over the torso
-    if attrs.backpack is not None:
-        if back:
-            cv.rect(
-                cx + tx - sw * 0.78,
-                sh_y + 0.02 * hp,
-                cx + tx + sw * 0.78,
-                sh_y + 0.62 * (hip_y - sh_y),
-                BACKPACK,
-            )
-        elif front:
-            for sgn in (-1.0, 1.0):
-                sx = cx + tx + sgn * sw * 0.6
-                cv.rect(
-                    sx - 0.013 * hp, sh_y, sx + 0.013 * hp, sh_y + 0.45 * (hip_y - sh_y), BACKPACK
-                )
-        else:
-            cv.capsule(
-                (cx + tx + sw * 0.3, sh_y + 0.01 * hp),
-                (cx + tx - sw * 0.9, sh_y + 0.3 * (hip_y - sh_y)),
-                0.012 * hp,
-                BACKPACK,
-            )
-    if attrs.shoulder_bag is not None:
-        side_sign = attrs.bag_side * (-1.0 if front else 1.0)
-        if side:
-            side_sign = 0.3
-        bag_x = cx + side_sign * (hw + 0.045 * hp)
-        bag_top = hip_y - 0.05 * hp
-        cv.capsule(
-            (cx + tx - side_sign * sw * 0.8, sh_y + 0.01 * hp), (bag_x, bag_top), 0.011 * hp, BAG
+        self.cv.capsule(
+            (self.cx + self.tx - self.sw + self.arm_r * 0.6, self.sh_y + self.arm_r * 0.6),
+            (self.cx + self.tx + self.sw - self.arm_r * 0.6, self.sh_y + self.arm_r * 0.6),
+            self.arm_r * 1.15,
+            UPPER,
         )
-        cv.rect(bag_x - 0.05 * hp, bag_top, bag_x + 0.05 * hp, bag_top + 0.09 * hp, BAG)
-
-    # front arms
-    if side:
-        arm((cx + tx, sh_y + arm_r), -0.8 * a, 0.25 + 0.3 * abs(a))  # near arm
-        leg((hip_c, hip_y), a, 0.0)  # near leg
-        # the near leg must not hide the skirt / pelvis garment entirely: redraw pelvis edge
-        if attrs.lower_kind == "skirt":
-            s_len = attrs.lower_length * leg_len
-            cv.polygon(
+        if self.attrs.lower_kind == "skirt":
+            s_len = self.attrs.lower_length * self.leg_len
+            flare = 0.05 * self.hp * (0.6 if self.side else 1.0)
+            self.cv.polygon(
                 [
-                    (hip_c - hw * 1.05, hip_y - 0.02 * hp),
-                    (hip_c + hw * 1.05, hip_y - 0.02 * hp),
-                    (hip_c + hw * 1.05 + 0.03 * hp, hip_y + s_len),
-                    (hip_c - hw * 1.05 - 0.03 * hp, hip_y + s_len),
+                    (self.hip_c - self.hw * 1.05, self.hip_y - 0.02 * self.hp),
+                    (self.hip_c + self.hw * 1.05, self.hip_y - 0.02 * self.hp),
+                    (self.hip_c + self.hw * 1.05 + flare, self.hip_y + s_len),
+                    (self.hip_c - self.hw * 1.05 - flare, self.hip_y + s_len),
                 ],
                 LOWER,
             )
-    else:
-        swing_out = 0.1 + 0.04 * a
-        arm((cx + tx - sw, sh_y + arm_r * 0.8), swing_out, 0.05 + 0.2 * max(0.0, a))
-        arm((cx + tx + sw, sh_y + arm_r * 0.8), -(0.1 - 0.04 * a), -(0.05 + 0.2 * max(0.0, -a)))
 
-    part, sec = cv.part, cv.sec
-    yy, xx = cv.yy, cv.xx
-    rel = np.minimum(((xx - (cx + tx)) / (sw * 1.7 + 1e-6)) ** 2, 1.0)
-    shade = 1.0 - 0.32 * rel - 0.08 * np.clip((yy - top) / hp, 0.0, 1.0)
-    shade = np.where(part > 0, shade, 1.0).astype(np.float32)
-    if pose.view == "side" and pose.facing_left:
-        part, sec, shade = part[:, ::-1].copy(), sec[:, ::-1].copy(), shade[:, ::-1].copy()
-    return Layers(part=part, secondary=sec, shade=shade)
+    def head(self) -> None:
+        """Neck, head, hair, glasses and hat."""
+        # neck and head
+        self.cv.capsule(
+            (self.cx + self.lx(self.neck_y), self.neck_y + 0.01 * self.hp),
+            (self.head_cx, self.head_cy),
+            self.head_rx * 0.42,
+            SKIN,
+        )
+        if self.back:
+            self.cv.ellipse(self.head_cx, self.head_cy, self.head_rx, self.head_ry, HAIR)
+            if self.attrs.hair_length != "short":
+                bottom = (
+                    self.neck_y + 0.02 * self.hp
+                    if self.attrs.hair_length == "medium"
+                    else self.sh_y + 0.13 * self.hp
+                )
+                self.cv.rect(
+                    self.head_cx - self.head_rx * 1.05,
+                    self.head_cy,
+                    self.head_cx + self.head_rx * 1.05,
+                    bottom,
+                    HAIR,
+                )
+        else:
+            self.cv.ellipse(self.head_cx, self.head_cy, self.head_rx, self.head_ry, SKIN)
+            cap_limit = (
+                self.head_cy - (0.2 if self.attrs.hair_length == "short" else 0.05) * self.head_ry
+            )
+            self.cv.ellipse(
+                self.head_cx,
+                self.head_cy,
+                self.head_rx * 1.07,
+                self.head_ry * 1.07,
+                HAIR,
+                y_below=cap_limit,
+            )
+            if self.side:
+                self.cv.ellipse(
+                    self.head_cx,
+                    self.head_cy,
+                    self.head_rx * 1.05,
+                    self.head_ry * 1.05,
+                    HAIR,
+                    x_left=self.head_cx - 0.15 * self.head_rx,
+                )
+            if self.attrs.glasses:
+                gy = self.head_cy - 0.02 * self.head_ry
+                if self.front:
+                    self.cv.rect(
+                        self.head_cx - self.head_rx * 0.8,
+                        gy - 0.1 * self.head_ry,
+                        self.head_cx + self.head_rx * 0.8,
+                        gy + 0.12 * self.head_ry,
+                        GLASSES,
+                    )
+                else:
+                    self.cv.rect(
+                        self.head_cx + self.head_rx * 0.35,
+                        gy - 0.1 * self.head_ry,
+                        self.head_cx + self.head_rx * 1.0,
+                        gy + 0.12 * self.head_ry,
+                        GLASSES,
+                    )
+        if self.attrs.hat is not None:
+            self.cv.ellipse(
+                self.head_cx,
+                self.head_cy - 0.35 * self.head_ry,
+                self.head_rx * 1.12,
+                self.head_ry * 0.8,
+                HAT,
+                y_below=self.head_cy - 0.3 * self.head_ry,
+            )
+            if self.side:
+                self.cv.rect(
+                    self.head_cx,
+                    self.head_cy - 0.42 * self.head_ry,
+                    self.head_cx + self.head_rx * 1.6,
+                    self.head_cy - 0.28 * self.head_ry,
+                    HAT,
+                )
+
+    def accessories(self) -> None:
+        """Backpack and shoulder bag over the torso."""
+        # accessories over the torso
+        if self.attrs.backpack is not None:
+            if self.back:
+                self.cv.rect(
+                    self.cx + self.tx - self.sw * 0.78,
+                    self.sh_y + 0.02 * self.hp,
+                    self.cx + self.tx + self.sw * 0.78,
+                    self.sh_y + 0.62 * (self.hip_y - self.sh_y),
+                    BACKPACK,
+                )
+            elif self.front:
+                for sgn in (-1.0, 1.0):
+                    sx = self.cx + self.tx + sgn * self.sw * 0.6
+                    self.cv.rect(
+                        sx - 0.013 * self.hp,
+                        self.sh_y,
+                        sx + 0.013 * self.hp,
+                        self.sh_y + 0.45 * (self.hip_y - self.sh_y),
+                        BACKPACK,
+                    )
+            else:
+                self.cv.capsule(
+                    (self.cx + self.tx + self.sw * 0.3, self.sh_y + 0.01 * self.hp),
+                    (self.cx + self.tx - self.sw * 0.9, self.sh_y + 0.3 * (self.hip_y - self.sh_y)),
+                    0.012 * self.hp,
+                    BACKPACK,
+                )
+        if self.attrs.shoulder_bag is not None:
+            side_sign = self.attrs.bag_side * (-1.0 if self.front else 1.0)
+            if self.side:
+                side_sign = 0.3
+            bag_x = self.cx + side_sign * (self.hw + 0.045 * self.hp)
+            bag_top = self.hip_y - 0.05 * self.hp
+            self.cv.capsule(
+                (self.cx + self.tx - side_sign * self.sw * 0.8, self.sh_y + 0.01 * self.hp),
+                (bag_x, bag_top),
+                0.011 * self.hp,
+                BAG,
+            )
+            self.cv.rect(
+                bag_x - 0.05 * self.hp,
+                bag_top,
+                bag_x + 0.05 * self.hp,
+                bag_top + 0.09 * self.hp,
+                BAG,
+            )
+
+    def near_side(self) -> None:
+        """What lies in front of the torso: near limbs (side view) or both arms."""
+        # front arms
+        if self.side:
+            self.arm(
+                (self.cx + self.tx, self.sh_y + self.arm_r), -0.8 * self.a, 0.25 + 0.3 * abs(self.a)
+            )  # near arm
+            self.leg((self.hip_c, self.hip_y), self.a, 0.0)  # near leg
+            # the near leg must not hide the skirt / pelvis garment entirely: redraw pelvis edge
+            if self.attrs.lower_kind == "skirt":
+                s_len = self.attrs.lower_length * self.leg_len
+                self.cv.polygon(
+                    [
+                        (self.hip_c - self.hw * 1.05, self.hip_y - 0.02 * self.hp),
+                        (self.hip_c + self.hw * 1.05, self.hip_y - 0.02 * self.hp),
+                        (self.hip_c + self.hw * 1.05 + 0.03 * self.hp, self.hip_y + s_len),
+                        (self.hip_c - self.hw * 1.05 - 0.03 * self.hp, self.hip_y + s_len),
+                    ],
+                    LOWER,
+                )
+        else:
+            swing_out = 0.1 + 0.04 * self.a
+            self.arm(
+                (self.cx + self.tx - self.sw, self.sh_y + self.arm_r * 0.8),
+                swing_out,
+                0.05 + 0.2 * max(0.0, self.a),
+            )
+            self.arm(
+                (self.cx + self.tx + self.sw, self.sh_y + self.arm_r * 0.8),
+                -(0.1 - 0.04 * self.a),
+                -(0.05 + 0.2 * max(0.0, -self.a)),
+            )
+
+    def layers(self) -> Layers:
+        """The part map with its shading (mirrored for a side view facing left)."""
+        part, sec = self.cv.part, self.cv.sec
+        yy, xx = self.cv.yy, self.cv.xx
+        rel = np.minimum(((xx - (self.cx + self.tx)) / (self.sw * 1.7 + 1e-6)) ** 2, 1.0)
+        shade = 1.0 - 0.32 * rel - 0.08 * np.clip((yy - self.top) / self.hp, 0.0, 1.0)
+        shade = np.where(part > 0, shade, 1.0).astype(np.float32)
+        if self.pose.view == "side" and self.pose.facing_left:
+            part, sec, shade = part[:, ::-1].copy(), sec[:, ::-1].copy(), shade[:, ::-1].copy()
+        return Layers(part=part, secondary=sec, shade=shade)
+
+
+def rasterize(attrs: PersonAttributes, pose: Pose, image_size: tuple[int, int]) -> Layers:
+    """Paint the part map of ``attrs`` in ``pose`` on an ``image_size`` (H, W) canvas."""
+    figure = _Figure(attrs, pose, image_size)
+    figure.far_side()
+    figure.torso()
+    figure.head()
+    figure.accessories()
+    figure.near_side()
+    return figure.layers()
 
 
 def add_occluder(layers: Layers, box: tuple[float, float, float, float]) -> Layers:
