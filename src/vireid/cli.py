@@ -177,7 +177,6 @@ def _load_model(args):
 
 
 def _cmd_extract(args) -> int:
-    from vireid.data.types import Sample
     from vireid.retrieval.features import (
         FeatureSet,
         files_digest,
@@ -198,19 +197,16 @@ def _cmd_extract(args) -> int:
         info = {"out": str(out), "items": len(samples), "dim": int(feats.shape[1])}
     else:
         from vireid.data.datasets import load_data
-        from vireid.evaluation.evaluator import _select_splits
+        from vireid.evaluation.evaluator import select_splits, split_features
 
-        split = _select_splits(load_data(model.config).splits, [args.split])[0]
-        index: dict[Sample, int] = {}
-        for sample in (*split.query, *split.gallery):
-            index.setdefault(sample, len(index))
-        feats = model.extract_samples(list(index))
-        q = FeatureSet.from_samples(feats[[index[s] for s in split.query]], split.query)
-        g = FeatureSet.from_samples(feats[[index[s] for s in split.gallery]], split.gallery)
+        split = select_splits(load_data(model.config).splits, [args.split])[0]
+        ((query, gallery),) = split_features(model.extract_samples, [split])
+        q = FeatureSet.from_samples(query, split.query)
+        g = FeatureSet.from_samples(gallery, split.gallery)
         out = save_query_gallery(args.out, q, g, {**meta, "split": split.name,
                                                   "protocol": split.protocol})
         info = {"out": str(out), "split": split.name, "protocol": split.protocol,
-                "query": len(q), "gallery": len(g), "dim": int(feats.shape[1])}
+                "query": len(q), "gallery": len(g), "dim": int(query.shape[1])}
     print(json.dumps(info))
     return 0
 
@@ -311,7 +307,8 @@ def _cmd_clip_pretrain(args) -> int:
         backbone=args.backbone, seed=args.seed, num_ids=args.ids,
         images_per_id=args.images_per_id, image_size=tuple(args.image_size), steps=args.steps,
         batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
+        weight_decay=args.weight_decay, colour_prob=args.colour_prob, keep_prob=args.keep_prob,
+        gray_prob=args.gray_prob,
     )
     from vireid.models.factory import backbone_config
 
@@ -510,6 +507,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--ids", type=int, default=4000, help="identities of the population")
     pre.add_argument("--images-per-id", type=int, default=4)
     pre.add_argument("--image-size", type=int, nargs=2, default=(64, 32), metavar=("H", "W"))
+    pre.add_argument("--colour-prob", type=float, default=0.6,
+                     help="share of captions that name colours")
+    pre.add_argument("--keep-prob", type=float, default=0.75,
+                     help="probability of keeping each detail clause of a caption")
+    pre.add_argument("--gray-prob", type=float, default=0.2,
+                     help="share of images turned grey (their captions name no colour)")
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--checkpoint", default=None, help="checkpoint file (default OUT.ckpt)")
     pre.add_argument("--checkpoint-every", type=int, default=50, help="steps; 0: only at the end")

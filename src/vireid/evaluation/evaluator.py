@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +207,20 @@ def extract_features(method, samples: Sequence[Sample], batch_size: int = 64) ->
     return features
 
 
+def split_features(
+    embed: Callable[[list[Sample]], torch.Tensor], splits: Sequence[EvalSplit]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(query, gallery) features of each split; ``embed`` runs once, on the distinct
+    samples of all of them (trials and directions share most of their samples)."""
+    index: dict[Sample, int] = {}
+    for split in splits:
+        for sample in (*split.query, *split.gallery):
+            index.setdefault(sample, len(index))
+    features = embed(list(index))
+    return [(features[[index[s] for s in split.query]],
+             features[[index[s] for s in split.gallery]]) for split in splits]
+
+
 def evaluate_method(
     method,
     data: ReIDData,
@@ -223,17 +237,11 @@ def evaluate_method(
     as in :func:`evaluate_features`.
     """
     chosen = select_splits(data.splits, splits)
-    index: dict[Sample, int] = {}
-    for split in chosen:
-        for sample in (*split.query, *split.gallery):
-            index.setdefault(sample, len(index))
-    features = extract_features(method, list(index), batch_size)
+    pairs = split_features(lambda s: extract_features(method, s, batch_size), chosen)
     results = []
-    for split in chosen:
-        q = [index[s] for s in split.query]
-        g = [index[s] for s in split.gallery]
+    for split, (query, gallery) in zip(chosen, pairs):
         metrics = evaluate_features(
-            features[q], features[g],
+            query, gallery,
             [s.pid for s in split.query], [s.pid for s in split.gallery],
             [s.camera for s in split.query], [s.camera for s in split.gallery],
             split.protocol, rerank=rerank, distance=distance,
@@ -264,4 +272,3 @@ def select_splits(available: Sequence[EvalSplit], names: Sequence[str] | None) -
     return [s for s in available if any(matches(s, n) for n in names)]
 
 
-_select_splits = select_splits  # the former private name

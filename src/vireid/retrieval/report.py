@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw, ImageFont
 from vireid.data.io import ImageReadError, load_image
 from vireid.data.protocols import get_rules, keep_pairs
 from vireid.data.types import EvalSplit, Modality, ReIDData, Sample
-from vireid.evaluation.evaluator import REPORTED_RANKS, _select_splits, summarize
+from vireid.evaluation.evaluator import REPORTED_RANKS, select_splits, split_features, summarize
 from vireid.evaluation.metrics import Metrics, compute_metrics
 
 __all__ = ["RankedQuery", "cmc_svg", "ranked_grid", "ranked_lists", "write_report"]
@@ -326,19 +326,13 @@ def write_report(
         raise ValueError(f"topk must be >= 1 and num_queries >= 0, got {topk}, {num_queries}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    chosen = _select_splits(data.splits, splits)
-    index: dict[Sample, int] = {}
-    for split in chosen:
-        for sample in (*split.query, *split.gallery):
-            index.setdefault(sample, len(index))
-    features = model.extract_samples(list(index), batch_size)
+    chosen = select_splits(data.splits, splits)
+    pairs = split_features(lambda s: model.extract_samples(s, batch_size), chosen)
     use_rerank = rerank is not None and rerank is not False
 
     results: list[tuple[str, str, int, Metrics]] = []
     firsts: dict[str, tuple[EvalSplit, torch.Tensor]] = {}
-    for split in chosen:
-        qf = features[[index[s] for s in split.query]]
-        gf = features[[index[s] for s in split.gallery]]
+    for split, (qf, gf) in zip(chosen, pairs):
         dist = rerank_distances(qf, gf, rerank) if use_rerank else 1.0 - qf @ gf.T
         metrics = compute_metrics(dist, [s.pid for s in split.query],
                                   [s.pid for s in split.gallery],
