@@ -483,13 +483,7 @@ def _killed_mid_epoch(cmd: list[str], last: Path, min_step: int) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", [
-    "image",
-    pytest.param("video", marks=pytest.mark.xfail(
-        strict=True, reason="found by this test: a tracklet run killed mid-epoch resumes with "
-        "weights that differ in the last digits (engine issue, reported); strict, so the fix "
-        "turns this into a failure to remove the mark")),
-])
+@pytest.mark.parametrize("kind", ["image", "video"])
 def test_killed_training_resumes_bit_exactly(kind, tmp_path):
     if kind == "image":
         root = tmp_path / "SYSU-MM01"

@@ -160,8 +160,8 @@ def _cmd_eval(args) -> int:
 
 
 def _device(spec: str):
-    """``--device``: the engine's resolve_device, its error as a usage error."""
-    from vireid.engine.trainer import resolve_device
+    """``--device``: :func:`vireid.utils.resolve_device`, its error as a usage error."""
+    from vireid.utils import resolve_device
 
     try:
         return resolve_device(spec)

@@ -67,7 +67,6 @@ from vireid.engine.checkpoint import (
     restore_rng_state,
 )
 from vireid.engine.distributed import (
-    DistInfo,
     GradientAverager,
     all_gather_object,
     all_reduce_mean,
@@ -80,7 +79,7 @@ from vireid.engine.logger import RunLogger
 from vireid.engine.optim import build_optimizer, trainable_parameters
 from vireid.engine.schedulers import StageScheduler
 from vireid.methods.base import Method, Stage
-from vireid.utils import move_to_device
+from vireid.utils import move_to_device, resolve_device
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -140,31 +139,6 @@ class TrainerHook:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def resolve_device(spec: str | torch.device, info: DistInfo | None = None) -> torch.device:
-    """``auto`` (CUDA if available, else CPU), ``cpu``, ``mps``, ``cuda`` or ``cuda:N``.
-
-    Under DDP ``auto`` and ``cuda`` mean the GPU of this process's local rank.
-    """
-    info = info or dist_info()
-    if isinstance(spec, torch.device):
-        return spec
-    if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"train.device: {spec!r} requested but CUDA is not available")
-        index = int(spec.split(":", 1)[1]) if ":" in spec else info.local_rank
-        if index >= torch.cuda.device_count():
-            raise ValueError(
-                f"train.device: cuda:{index} requested but only "
-                f"{torch.cuda.device_count()} CUDA devices are visible"
-            )
-        return torch.device("cuda", index)
-    if spec == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError("train.device: 'mps' requested but MPS is not available")
-    return torch.device(spec)
 
 
 def seed_everything(seed: int) -> None:

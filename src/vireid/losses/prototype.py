@@ -1,4 +1,4 @@
-"""Cross-modality prototype collaboration (CPC) of X-ReID (methods.md section 2).
+"""Cross-modality prototype collaboration (CPC) of X-ReID (docs/methods.md#x-reid-xreid).
 
 Each training identity has a visible and an infrared prototype (unit vectors,
 ``C x dim`` each), kept in :class:`CrossModalPrototypes` as buffers so that
@@ -30,6 +30,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from vireid.comm import collective_device, is_distributed
 
 __all__ = [
     "CrossModalPrototypes",
@@ -89,21 +91,16 @@ def prototype_sums(
     return sums, counts
 
 
-def _collective_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
-        else torch.device("cpu")
-
-
 def gather_across_ranks(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Concatenate each tensor (first dimension) over all ranks, in rank order.
 
     Outside an initialised process group the tensors come back unchanged. Ranks
     may hold different numbers of rows.
     """
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if not is_distributed():
         return tensors
     world = dist.get_world_size()
-    device = _collective_device()
+    device = collective_device()
     size = torch.tensor([tensors[0].shape[0]], device=device)
     sizes = [torch.zeros_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)

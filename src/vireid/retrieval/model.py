@@ -24,6 +24,7 @@ from vireid.data.datasets.base import IMAGE_EXTENSIONS, list_images
 from vireid.data.types import DataSpec, Modality, Sample
 from vireid.engine.checkpoint import CheckpointError, load_checkpoint
 from vireid.files import sha256_file
+from vireid.utils import resolve_device
 
 __all__ = ["ReIDModel", "load_model", "resolve_checkpoint"]
 
@@ -142,9 +143,7 @@ def load_model(
             f"checkpoint {file} (method {checkpoint.get('method_name')!r}) does not fit the model "
             f"built from its config: {exc}"
         ) from None
-    if str(device) == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    method.to(torch.device(device)).eval()
+    method.to(resolve_device(device)).eval()
     return ReIDModel(method, cfg, file, batch_size=batch_size or cfg.eval.batch_size)
 
 
