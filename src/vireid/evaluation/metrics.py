@@ -1,4 +1,4 @@
-"""Vectorised CMC, mAP and mINP (definitions: docs/protocols.md, "Metrics").
+"""Vectorised CMC, mAP and mINP (definitions: docs/protocols.md#metrics-v).
 
 Only the gallery items ranked before a query's farthest positive can change
 any of its scores, and no metric needs the order of the others. So no row is

@@ -1,4 +1,4 @@
-"""Cross-modality consistency loss (CMCL) of X-ReID (methods.md section 2).
+"""Cross-modality consistency loss (CMCL) of X-ReID (docs/methods.md#x-reid-xreid).
 
 The temporally pooled output of an intra-modal interaction branch (SII or LII)
 of a clip is pulled towards its cross-modal counterpart (the same token after

@@ -11,7 +11,7 @@ modality and across the other modality:
   modality;
 
 ``loss = ( mean_vis (cross - intra)^2 + mean_ir (cross - intra)^2 ) / 2``
-(methods.md section 1; ``tools/MSEL.py`` of the official code, class ``MSEL``).
+(docs/methods.md#csdn-csdn; ``tools/MSEL.py`` of the official code, class ``MSEL``).
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ def supcon_loss(
     """Mean over anchors of -mean log-softmax at the positives among ``contrast``.
 
     Logits are raw dot products divided by ``temperature``, as in CLIP-ReID's
-    image-to-text / text-to-image prompt-learning loss (temperature 1; methods.md
-    section 0). Positives are the contrast items with the anchor's label.
+    image-to-text / text-to-image prompt-learning loss (temperature 1;
+    docs/methods.md#clip-reid-baseline-clipreid). Positives are the contrast items with
+    the anchor's label.
     """
     logits = anchors.float() @ contrast.float().T / temperature
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
