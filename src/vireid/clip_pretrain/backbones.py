@@ -48,7 +48,10 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
 }
 
-SHIPPED: dict[str, tuple[str, str]] = {}
+SHIPPED: dict[str, tuple[str, str]] = {
+    "synth-rn": ("synth-rn.safetensors",
+                 "390b317df530fabf7e9ac27ef77d1d26fb2549e8f981bfe3f01a9c9134951c57"),
+}
 """backbone -> (file name under ``vireid/assets/clip``, its SHA-256)."""
 
 
