@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,10 @@ from safetensors.torch import save_file
 
 from vireid.cli import main
 from vireid.evaluation import compute_metrics
+
+pytest_plugins = ["_trained_model"]  # fixture: trained
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "configs" / "examples" / "tiny_synthetic.yaml"
 
 
 def _feature_file(path, rng, drop=None):
@@ -126,3 +131,33 @@ def test_trial_specs():
     assert _parse_trials("1,3,5") == [1, 3, 5]
     with pytest.raises(UsageError, match="--trials"):
         _parse_trials("a-b")
+
+
+def test_unknown_eval_split_is_refused_before_the_first_step(trained, tmp_path, capsys):
+    root, _, _ = trained
+    code = main(["train", "-c", str(EXAMPLE), f"data.root={root}", f"output_dir={tmp_path}",
+                 "name=run", "data.workers=0", "data.image_size=[64,32]",
+                 "model.backbone=tiny-vit", "eval.splits=[nope]"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "eval.splits" in err and "nope" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("distance", ["cosine", "euclidean"])
+def test_eval_distance_reaches_the_evaluator(trained, monkeypatch, distance):
+    """`eval.distance` of the config is the distance the protocol evaluation ranks by."""
+    import vireid.evaluation.evaluator as evaluator
+    from vireid.runner import evaluate_checkpoint
+
+    _, _, ckpt = trained
+    seen = []
+    real = evaluator.evaluate_features
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("distance"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(evaluator, "evaluate_features", spy)
+    evaluate_checkpoint(ckpt, overrides=[f"eval.distance={distance}", "train.device=cpu"])
+    assert seen and set(seen) == {distance}

@@ -12,7 +12,8 @@ import torch
 from vireid.config import Config, config_from_dict, load_config
 from vireid.data.datasets import load_data
 from vireid.data.types import ReIDData
-from vireid.evaluation.evaluator import evaluate_method, format_summary
+from vireid.evaluation.evaluator import evaluate_method, format_summary, select_splits
+from vireid.utils import resolve_device
 
 __all__ = ["build", "chance_rank1", "demo", "evaluate_checkpoint", "load_data",
            "merge_trial_summaries", "train", "train_trials"]
@@ -29,7 +30,8 @@ def build(cfg: Config, rank: int = 0, world_size: int = 1):
 
 def evaluator_for(cfg: Config, data: ReIDData):
     """The evaluation callback the trainer calls: every split of the protocol."""
-    return lambda method: evaluate_method(method, data, cfg.eval.batch_size, cfg.eval.splits)
+    return lambda method: evaluate_method(method, data, cfg.eval.batch_size, cfg.eval.splits,
+                                          distance=cfg.eval.distance)
 
 
 def train(cfg: Config) -> dict:
@@ -43,6 +45,10 @@ def train(cfg: Config) -> dict:
 
     info = init_distributed()
     data, method = build(cfg, info.rank, info.world_size)
+    try:  # every split name is known before the first step, not after training
+        select_splits(data.splits, cfg.eval.splits)
+    except ValueError as err:
+        raise cfg.error("eval.splits", str(err)) from None
     trainer = Trainer(
         method, cfg, cfg.run_dir, evaluate=evaluator_for(cfg, data),
         checkpoint_every_steps=cfg.train.checkpoint_every_steps,
@@ -76,17 +82,11 @@ def evaluate_checkpoint(
     cfg = load_config(config, overrides) if config else config_of_checkpoint(checkpoint, overrides)
     data, method = build(cfg)
     load_method_weights(method, checkpoint)
-    device = _device(cfg.train.device)
-    method.to(device)
+    method.to(resolve_device(cfg.train.device))
     use_rerank = cfg.eval.rerank.enabled if rerank is None else rerank
     return evaluate_method(method, data, cfg.eval.batch_size, cfg.eval.splits,
-                           rerank=cfg.eval.rerank if use_rerank else None)
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+                           rerank=cfg.eval.rerank if use_rerank else None,
+                           distance=cfg.eval.distance)
 
 
 def chance_rank1(data: ReIDData) -> dict[str, float]:

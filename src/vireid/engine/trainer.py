@@ -64,6 +64,7 @@ from vireid.engine.checkpoint import (
     atomic_save,
     capture_rng_state,
     load_checkpoint,
+    remove_stale_temporaries,
     restore_rng_state,
 )
 from vireid.engine.distributed import (
@@ -344,6 +345,7 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             dump_config(self.cfg, self.run_dir / CONFIG_FILE)
+            remove_stale_temporaries(self.checkpoint_dir)  # partial writes of killed runs
         log_cfg = self.cfg.train.log
         self.log = RunLogger(
             self.run_dir, log_cfg.jsonl, log_cfg.tensorboard, enabled=self.dist.is_main

@@ -21,6 +21,7 @@ from PIL import Image
 
 from vireid.config import Config, config_from_dict, load_config
 from vireid.data.datasets.base import IMAGE_EXTENSIONS, list_images
+from vireid.data.io import check_image_tensor, to_rgb
 from vireid.data.types import DataSpec, Modality, Sample
 from vireid.engine.checkpoint import CheckpointError, load_checkpoint
 from vireid.files import sha256_file
@@ -167,7 +168,7 @@ class _Materialiser:
 
     def _save(self, image: Any, where: str) -> str:
         if isinstance(image, Image.Image):
-            pil = image.convert("RGB")
+            pil = to_rgb(image)
         elif isinstance(image, torch.Tensor):
             pil = _tensor_to_pil(image, where)
         else:
@@ -206,6 +207,7 @@ def _tensor_to_pil(x: torch.Tensor, where: str) -> Image.Image:
         hint = " (channels last? use x.permute(2, 0, 1))" if x.ndim == 3 and x.shape[-1] in (1, 3) else ""
         raise ValueError(f"{where}: expected a (C, H, W) image tensor with C = 1 or 3, "
                          f"got shape {tuple(x.shape)}{hint}")
+    check_image_tensor(x, where)
     x = x.detach().cpu()
     if x.dtype != torch.uint8:
         if not x.is_floating_point():
