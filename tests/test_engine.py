@@ -460,3 +460,27 @@ def test_move_to_device_walks_containers():
     assert moved["x"].device.type == "meta"
     assert moved["meta"][0].device.type == "meta" and moved["meta"][1][1].device.type == "meta"
     assert moved["meta"][1][0] == "a" and moved["n"] == 3 and isinstance(moved["meta"][1], tuple)
+
+
+def test_metrics_after_a_resume_hold_each_step_once(tmp_path, caplog):
+    """The steps a killed run logged after its last checkpoint are logged again by the
+    resumed run: metrics.jsonl keeps one record per step, equal to an uninterrupted run's.
+    Checkpoint frequency is not a training setting: changing it draws no warning."""
+    straight_dir, run = tmp_path / "a", tmp_path / "b"
+    Trainer(ToyMethod(), toy_config(), straight_dir).fit()
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(ToyMethod(), toy_config(checkpoint_every=0, checkpoint_every_steps=4), run,
+                hooks=[Recorder(crash_at=7)]).fit()
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        Trainer(ToyMethod(), toy_config(checkpoint_every=0, checkpoint_every_steps=2), run,
+                resume=run / "checkpoints" / LAST_CHECKPOINT).fit()
+    assert "differs" not in caplog.text
+
+    def train_losses(folder):
+        rows = [r for r in read_metrics(folder / "metrics.jsonl") if r["kind"] == "train"]
+        return [(r["step"], r["loss"]) for r in rows]
+
+    resumed = train_losses(run)
+    assert [s for s, _ in resumed] == list(range(1, 13))
+    assert resumed == train_losses(straight_dir)  # bit-exact resume: identical losses

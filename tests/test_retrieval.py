@@ -252,3 +252,11 @@ def test_cli_extract_evaluate_search(trained, tmp_path, capsys):
     assert code == 2 and "missing.jpg" in err and "Traceback" not in err
     code = main(["extract", "--ckpt", str(run), "--out", str(tmp_path / "x.safetensors")])
     assert code == 2 and "--split" in capsys.readouterr().err
+
+
+def test_an_override_that_fails_validation_is_named_as_the_override(trained):
+    _, _, ckpt = trained
+    from vireid.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"eval.batch_size: .*set in override 'eval.batch_size=0'"):
+        vireid.load_model(ckpt, overrides=["eval.batch_size=0"])

@@ -59,12 +59,10 @@ def train(cfg: Config) -> dict:
 
 def config_of_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Config:
     """The resolved config stored in a checkpoint, with dotted overrides applied."""
-    from vireid.config import apply_overrides
     from vireid.engine.checkpoint import load_checkpoint
 
-    stored = load_checkpoint(path)["config"]
-    apply_overrides(stored, {}, overrides)
-    return config_from_dict(stored, source=f"checkpoint {path}")
+    return config_from_dict(load_checkpoint(path)["config"], source=f"checkpoint {path}",
+                            overrides=overrides)
 
 
 def evaluate_checkpoint(

@@ -566,16 +566,22 @@ def _rebuild_config(data: dict[str, Any], sources: dict[Path_, str], default_sou
     return _validate(data, sources, default_source)
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
-    """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`.
+def config_from_dict(data: Mapping[str, Any], source: str = "<dict>",
+                     overrides: Iterable[str] = ()) -> Config:
+    """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`, after
+    dotted ``overrides``.
 
-    ``source`` is named in error messages. ``_base_`` is not allowed here.
+    ``source`` is named in error messages about stored keys; a key an override set is
+    reported as set by that override. ``_base_`` is not allowed here.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: a config must be a mapping, got {type(data).__name__}")
     if BASE_KEY in data:
         raise ConfigError(f"{source}: {BASE_KEY} is only allowed in config files")
-    return _validate(_strip_delete(dict(data)), {}, source)
+    tree = _strip_delete(dict(data))
+    sources: dict[Path_, str] = {}
+    apply_overrides(tree, sources, list(overrides))
+    return _validate(tree, sources, source)
 
 
 def load_config(path: str | os.PathLike[str], overrides: Iterable[str] = ()) -> Config:

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from vireid.files import atomic_path
+
 __all__ = ["RunLogger", "read_metrics", "to_jsonable"]
 
 METRICS_FILE = "metrics.jsonl"
@@ -68,8 +70,10 @@ class RunLogger:
 
     def __init__(
         self, run_dir: str | Path, jsonl: bool = True, tensorboard: bool = False,
-        enabled: bool = True,
+        enabled: bool = True, resumed_at: int | None = None,
     ) -> None:
+        """``resumed_at``: the global step of the checkpoint a run resumes from; records a
+        killed run wrote after it are dropped, since the resumed run writes them again."""
         self.run_dir = Path(run_dir)
         self.enabled = enabled
         self.path = self.run_dir / METRICS_FILE
@@ -88,6 +92,10 @@ class RunLogger:
             self._writer = SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD_DIR))
         if jsonl:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if resumed_at is not None and self.path.is_file():
+                kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resumed_at]
+                with atomic_path(self.path) as tmp:
+                    tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
             self._file = open(self.path, "a", encoding="utf-8")
 
     def log(self, kind: str, record: Mapping[str, Any], step: int | None = None) -> None:

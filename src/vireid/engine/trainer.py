@@ -105,6 +105,7 @@ BEST_RECORD = "best.json"
 CONFIG_FILE = "config.yaml"
 
 _RESUME_IGNORED_KEYS = ("name", "output_dir", "train.resume", "train.max_steps", "train.log",
+                        "train.checkpoint_every_steps", "train.keep_epoch_checkpoints",
                         "train.eval_every", "train.checkpoint_every", "train.device", "eval")
 
 
@@ -348,7 +349,8 @@ class Trainer:
             remove_stale_temporaries(self.checkpoint_dir)  # partial writes of killed runs
         log_cfg = self.cfg.train.log
         self.log = RunLogger(
-            self.run_dir, log_cfg.jsonl, log_cfg.tensorboard, enabled=self.dist.is_main
+            self.run_dir, log_cfg.jsonl, log_cfg.tensorboard, enabled=self.dist.is_main,
+            resumed_at=self.global_step if self.resume_path is not None else None,
         )
         if self.resume_path is not None:
             self._log("resume", {"checkpoint": str(self.resume_path)})

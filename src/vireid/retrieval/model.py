@@ -60,8 +60,6 @@ def _inference_config(
     overrides: Sequence[str],
 ) -> Config:
     """The run config, with the weight source removed: every weight is in the checkpoint."""
-    from vireid.config import apply_overrides
-
     if isinstance(config, Config):
         data = config.to_dict()
     elif config is not None:
@@ -72,8 +70,7 @@ def _inference_config(
     data.setdefault("model", {})
     data["model"]["weights"] = None
     data["model"]["pretrained"] = None
-    apply_overrides(data, {}, list(overrides))
-    return config_from_dict(data, source=source)
+    return config_from_dict(data, source=source, overrides=overrides)
 
 
 def _data_spec(state: dict[str, Any], cfg: Config, file: Path) -> DataSpec:
