@@ -161,3 +161,19 @@ def test_eval_distance_reaches_the_evaluator(trained, monkeypatch, distance):
     monkeypatch.setattr(evaluator, "evaluate_features", spy)
     evaluate_checkpoint(ckpt, overrides=[f"eval.distance={distance}", "train.device=cpu"])
     assert seen and set(seen) == {distance}
+
+
+def test_a_non_finite_loss_stops_training_with_a_message_not_a_traceback(trained, tmp_path,
+                                                                          monkeypatch, capsys):
+    from vireid.methods.clipreid import ClipReID
+
+    def nan_losses(self, indices):
+        return {"loss": torch.full((), float("nan"), requires_grad=True)}
+
+    monkeypatch.setattr(ClipReID, "prompt_losses", nan_losses)
+    root, _, _ = trained
+    code = main(["train", "-c", str(EXAMPLE), f"data.root={root}", f"output_dir={tmp_path}",
+                 "name=run", "data.workers=0", "data.image_size=[64,32]",
+                 "model.backbone=tiny-vit", "train.max_steps=2", "eval.splits=[all-search]"])
+    err = capsys.readouterr().err
+    assert code == 2 and "non-finite loss in stage 'prompt'" in err and "Traceback" not in err

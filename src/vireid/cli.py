@@ -111,15 +111,20 @@ def _print_summary(summary: dict, as_json: bool) -> None:
 def _cmd_train(args) -> int:
     from vireid.comm import is_main_process
     from vireid.config import load_config
+    from vireid.engine.trainer import NonFiniteLossError
     from vireid.runner import train
 
     cfg = load_config(args.config, args.overrides)
-    if args.trials:
-        from vireid.runner import train_trials
+    try:
+        if args.trials:
+            from vireid.runner import train_trials
 
-        summary = train_trials(cfg, _parse_trials(args.trials))
-    else:
-        summary = train(cfg)
+            summary = train_trials(cfg, _parse_trials(args.trials))
+        else:
+            summary = train(cfg)
+    except NonFiniteLossError as err:  # the run stopped itself; its message says where
+        print(f"vireid train: error: {err}", file=sys.stderr)
+        return 2
     if is_main_process() and summary:
         _print_summary({k: v for k, v in summary.items() if k != "splits"}, args.json)
     return 0
