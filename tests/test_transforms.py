@@ -27,10 +27,13 @@ from vireid.data.transforms import (
     Resize,
     build_transforms,
 )
+from vireid.data.transforms import (
+    RECIPES as TRANSFORM_RECIPES,
+)
 from vireid.data.types import Modality, Sample
 
 SIZE = (32, 16)
-RECIPES = ["clipreid", "csdn_visible", "csdn_visible_ca", "csdn_infrared", "video"]
+RECIPES = list(TRANSFORM_RECIPES)
 
 
 def _image(seed=0, shape=(3, 40, 20)):
@@ -65,9 +68,9 @@ def test_deterministic_for_a_seed(recipe):
     assert torch.equal(x, _image())  # input untouched
 
 
-@pytest.mark.parametrize("recipe", ["csdn_visible", "csdn_visible_ca", "csdn_infrared"])
-def test_clip_frames_share_crop_flip_erase_and_channel_choice(recipe):
-    t = build_transforms(True, size=SIZE, recipe=recipe)
+@pytest.mark.parametrize("channel", [None, "exchange", "adaptive_gray"])
+def test_clip_frames_share_crop_flip_erase_and_channel_choice(channel):
+    t = build_transforms(True, size=SIZE, recipe="csdn", channel=channel)
     frames = [_image(s, (3, *SIZE)) for s in range(5)]
     clip = torch.stack(frames)
     for seed in range(20):
@@ -78,7 +81,7 @@ def test_clip_frames_share_crop_flip_erase_and_channel_choice(recipe):
 
 
 def test_video_recipe_same_geometry_and_erased_box_on_all_frames():
-    t = build_transforms(True, size=SIZE, recipe="video", erase_p=1.0)
+    t = build_transforms(True, size=SIZE, recipe="clipreid", erase_p=1.0)
     frame = _image(1, (3, *SIZE))
     clip = frame.expand(4, -1, -1, -1).contiguous()
     out = t(clip, random.Random(3))
@@ -92,7 +95,7 @@ def test_video_recipe_same_geometry_and_erased_box_on_all_frames():
 
 
 def test_per_frame_mode_draws_independent_parameters():
-    t = build_transforms(True, size=SIZE, recipe="csdn_visible", per_frame=True)
+    t = build_transforms(True, size=SIZE, recipe="csdn", per_frame=True)
     clip = _image(2, (3, *SIZE)).expand(6, -1, -1, -1).contiguous()
     out = t(clip, random.Random(0))
     assert any(not torch.equal(out[0], out[k]) for k in range(1, 6))
@@ -233,11 +236,11 @@ def test_builder_errors_name_the_problem():
         build_transforms(True, recipe="clipreid", erasure=0.5)
     with pytest.raises(ValueError, match="unknown transform recipe 'foo'"):
         build_transforms(True, recipe="foo")
-    with pytest.raises(ValueError, match="needs a modality"):
-        build_transforms(True, recipe="csdn")
-    ir = build_transforms(True, recipe="csdn", modality="ir")
+    with pytest.raises(ValueError, match="unknown channel option 'gray'"):
+        build_transforms(True, recipe="csdn", channel="gray")
+    ir = build_transforms(True, recipe="csdn", channel="adaptive_gray")
     assert isinstance(ir.transforms[-1], ChannelAdapGray)
-    test = build_transforms(False, recipe="csdn_infrared")
+    test = build_transforms(False, recipe="csdn", channel="adaptive_gray")
     assert [type(s).__name__ for s in test.transforms] == ["Resize", "Normalize"]
     with pytest.raises(ValueError, match="different sizes"):
         Compose([HorizontalFlip(1.0)])([_image(0, (3, 4, 4)), _image(0, (3, 5, 4))])
@@ -319,9 +322,9 @@ def test_image_dataset_views_per_modality_and_collate(image_files):
     vis = _samples(image_files, ["a.jpg", "b.jpg"])
     ir = _samples(image_files, ["c.png"], modality=Modality.INFRARED)
     transform = {
-        "visible": [build_transforms(True, SIZE, recipe="csdn_visible"),
-                    build_transforms(True, SIZE, recipe="csdn_visible_ca")],
-        "infrared": build_transforms(True, SIZE, recipe="csdn_infrared"),
+        "visible": [build_transforms(True, SIZE, recipe="csdn"),
+                    build_transforms(True, SIZE, recipe="csdn", channel="exchange")],
+        "infrared": build_transforms(True, SIZE, recipe="csdn", channel="adaptive_gray"),
     }
     dataset = ImageDataset(vis + ir, transform, seed=1)
     batch = collate_samples([dataset[i] for i in range(3)])
@@ -354,7 +357,7 @@ def _tracklet_files(tmp_path, n):
 def test_tracklet_dataset_rrs_dense_and_bad_frames(tmp_path):
     frames = _tracklet_files(tmp_path, 8)
     sample = Sample(frames, 5, 2, Modality.INFRARED, label=1)
-    t = build_transforms(False, SIZE, recipe="video")
+    t = build_transforms(False, SIZE, recipe="clipreid")
     rrs = TrackletDataset([sample], t, seq_len=4, frame_sampler="rrs", seed=3)
     item = rrs[0]
     assert item["image"].shape == (4, 3, *SIZE) and item["modality"] == 1

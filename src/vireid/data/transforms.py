@@ -480,15 +480,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     # CLIP-ReID (Li et al., AAAI 2023): Resize(bicubic), flip, pad 10, crop, normalise,
     # timm random erasing in pixel mode (datasets/make_dataloader_clipreid.py). Flipping
     # after the crop instead of before gives the same distribution.
-    "clipreid": dict(interpolation="bicubic", erasing="timm", channel=None),
-    # CSDN / CAJ visible view 1: pad 10, crop, flip, normalise, ChannelRandomErasing(0.5).
-    "csdn_visible": dict(interpolation="bicubic", erasing="caj", channel=None),
-    # CSDN / CAJ visible view 2: view 1 + ChannelExchange(gray=2).
-    "csdn_visible_ca": dict(interpolation="bicubic", erasing="caj", channel="exchange"),
-    # CSDN / CAJ infrared: view 1 + ChannelAdapGray(0.5).
-    "csdn_infrared": dict(interpolation="bicubic", erasing="caj", channel="adaptive_gray"),
-    # Video (X-ReID / LSMRL recipes: flip, random crop, random erasing), clip-consistent.
-    "video": dict(interpolation="bicubic", erasing="timm", channel=None),
+    # The video methods (X-ReID, VLD, LSMRL) use it too, applied consistently over a clip.
+    "clipreid": dict(erasing="timm"),
+    # CSDN / CAJ: pad 10, crop, flip, normalise, ChannelRandomErasing(0.5); its second
+    # visible view adds ``channel="exchange"`` (ChannelExchange(gray=2)) and its infrared
+    # view ``channel="adaptive_gray"`` (ChannelAdapGray(0.5)).
+    "csdn": dict(erasing="caj"),
 }
 """Training recipes for :func:`build_transforms`.
 
@@ -502,6 +499,8 @@ Deviations from the reference code, each an option:
   CLIP-ReID's configs 0.5 / 0.5 (``normalization="imagenet"`` or ``"half"``)."""
 
 _OPTION_DEFAULTS: dict[str, Any] = dict(
+    interpolation="bicubic",
+    channel=None,
     normalization="clip",
     padding=10,
     flip_p=0.5,
@@ -512,34 +511,23 @@ _OPTION_DEFAULTS: dict[str, Any] = dict(
 )
 
 
-def _resolve_recipe(recipe: str, modality: Modality | str | int | None) -> str:
-    if recipe == "csdn":
-        if modality is None:
-            raise ValueError("recipe 'csdn' needs a modality (visible or infrared)")
-        return "csdn_infrared" if Modality.parse(modality) == Modality.INFRARED else "csdn_visible"
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown transform recipe {recipe!r}; expected one of {sorted(RECIPES) + ['csdn']}")
-    return recipe
-
-
 def build_transforms(
     train: bool,
     size: tuple[int, int] = (288, 144),
-    modality: Modality | str | int | None = None,
     recipe: str = "clipreid",
     **options: Any,
 ) -> Compose:
     """The training or test pipeline of a method recipe (see :data:`RECIPES`).
 
-    ``recipe="csdn"`` picks ``csdn_visible`` or ``csdn_infrared`` from ``modality``.
     Test pipeline: resize (the recipe's interpolation) + normalise.
     Options (all optional): ``normalization`` (name or (mean, std)), ``interpolation``,
     ``padding`` (10), ``flip_p`` (0.5), ``erase_p`` (0.5), ``erasing`` ("timm", "caj" or
     None), ``channel`` (None, "exchange", "adaptive_gray"), ``channel_exchange_gray`` (2),
     ``adaptive_gray_p`` (0.5), ``per_frame`` (False). An unknown option raises ``ValueError``.
     """
-    name = _resolve_recipe(recipe, modality)
-    settings = {**_OPTION_DEFAULTS, **RECIPES[name]}
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown transform recipe {recipe!r}; expected one of {sorted(RECIPES)}")
+    settings = {**_OPTION_DEFAULTS, **RECIPES[recipe]}
     unknown = sorted(set(options) - set(settings))
     if unknown:
         raise ValueError(f"unknown transform option(s) {unknown}; expected some of {sorted(settings)}")
@@ -586,12 +574,12 @@ def train_transforms_from_config(augment: Any, size: tuple[int, int], recipe: st
         common["interpolation"] = interpolation
     if augment.channel_erasing:
         common["erasing"] = "caj"
-    visible = build_transforms(True, size, Modality.VISIBLE, recipe, **common)
+    visible = build_transforms(True, size, recipe, **common)
     infrared_options = dict(common)
     if augment.adaptive_gray_prob > 0:
         infrared_options.update(channel="adaptive_gray", adaptive_gray_p=augment.adaptive_gray_prob)
-    infrared = build_transforms(True, size, Modality.INFRARED, recipe, **infrared_options)
+    infrared = build_transforms(True, size, recipe, **infrared_options)
     if augment.channel_exchange:
-        exchanged = build_transforms(True, size, Modality.VISIBLE, recipe, channel="exchange", **common)
+        exchanged = build_transforms(True, size, recipe, channel="exchange", **common)
         return {Modality.VISIBLE: [visible, exchanged], Modality.INFRARED: infrared}
     return {Modality.VISIBLE: visible, Modality.INFRARED: infrared}

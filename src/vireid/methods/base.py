@@ -165,7 +165,7 @@ class Method(nn.Module):
 
     def _video_test_transform(self):
         d = self.cfg.data
-        return build_transforms(False, tuple(d.image_size), recipe="video",
+        return build_transforms(False, tuple(d.image_size), recipe="clipreid",
                                 normalization=(tuple(d.augment.mean), tuple(d.augment.std)),
                                 interpolation=d.interpolation)
 
@@ -182,7 +182,7 @@ class Method(nn.Module):
         d = self.cfg.data
         return TrackletDataset(
             self.data.train,
-            train_transforms_from_config(d.augment, tuple(d.image_size), "video", d.interpolation),
+            train_transforms_from_config(d.augment, tuple(d.image_size), "clipreid", d.interpolation),
             seq_len=d.video.num_frames, frame_sampler=d.video.train_sampling, seed=self.cfg.seed,
             skip_bad=d.skip_bad_images,
         )

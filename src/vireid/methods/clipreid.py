@@ -92,8 +92,8 @@ class ClipReID(Method):
     # ------------------------------------------------------------------ data
     def _train_transform(self):
         d = self.cfg.data
-        recipe = "video" if self.is_video else "clipreid"
-        return train_transforms_from_config(d.augment, tuple(d.image_size), recipe, d.interpolation)
+        return train_transforms_from_config(d.augment, tuple(d.image_size), "clipreid",
+                                            d.interpolation)
 
     def _test_transform(self):
         d = self.cfg.data

@@ -110,7 +110,7 @@ __all__ = ["CSDN", "CSDNConfig", "SemanticFusion"]
 VISIBLE_SET, INFRARED_SET = 0, 1
 """Prompt-set indices of the two modalities (PromptLearner ``set_index``)."""
 
-_TRAIN_RECIPE = "csdn_visible"
+_TRAIN_RECIPE = "csdn"
 """Transform recipe: the plain CAJ pipeline (bicubic resize; pad, crop, flip, normalise,
 CAJ channel erasing), so that the data.augment switches alone add the second visible view
 with channel exchange and the infrared adaptive gray (the CSDN configs turn both on)."""

@@ -254,7 +254,7 @@ class VLD(Method):
 
     def test_loader(self, samples: Sequence[Sample], batch_size: int) -> Iterable[dict[str, Any]]:
         v = self.cfg.data.video
-        transform = build_transforms(False, tuple(self.cfg.data.image_size), recipe="video",
+        transform = build_transforms(False, tuple(self.cfg.data.image_size), recipe="clipreid",
                                      **self._transform_options())
         dataset = TrackletDataset(samples, transform, seq_len=v.frames_at_test,
                                   frame_sampler=v.test_sampling,
@@ -274,13 +274,13 @@ class VLD(Method):
                       erase_p=a.random_erasing_prob, per_frame=o.per_frame_augment,
                       erasing="caj" if a.channel_erasing else "timm")
         size = tuple(self.cfg.data.image_size)
-        visible = build_transforms(True, size, recipe="video", **common)
+        visible = build_transforms(True, size, recipe="clipreid", **common)
         if o.channel_exchange_prob > 0:
-            exchanged = build_transforms(True, size, recipe="video", channel="exchange", **common)
+            exchanged = build_transforms(True, size, recipe="clipreid", channel="exchange", **common)
             visible = _OneOf(visible, exchanged, o.channel_exchange_prob)
-        infrared = (build_transforms(True, size, recipe="video", channel="adaptive_gray",
+        infrared = (build_transforms(True, size, recipe="clipreid", channel="adaptive_gray",
                                      adaptive_gray_p=a.adaptive_gray_prob, **common)
-                    if a.adaptive_gray_prob > 0 else build_transforms(True, size, recipe="video",
+                    if a.adaptive_gray_prob > 0 else build_transforms(True, size, recipe="clipreid",
                                                                        **common))
         return {Modality.VISIBLE: visible, Modality.INFRARED: infrared}
 
