@@ -12,6 +12,7 @@ from _method_helpers import (
     assert_gradients_reach_exactly,
     prepare_first_stage,
     synthetic_vcm,
+    tiny_video_config,
 )
 from torch import nn
 
@@ -201,8 +202,7 @@ def vcm(tmp_path_factory):
 
 
 def _config(vcm, *extra):
-    return load_config(EXAMPLE, [f"data.root={vcm}", "data.identities_per_batch=2",
-                                 "data.video.num_frames=3", "eval.batch_size=8", *extra])
+    return tiny_video_config(EXAMPLE, vcm, *extra)
 
 
 _prepare = prepare_first_stage

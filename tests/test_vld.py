@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from _method_helpers import assert_gradients_reach_exactly, prepare_first_stage, synthetic_vcm
+from _method_helpers import (
+    assert_gradients_reach_exactly,
+    prepare_first_stage,
+    synthetic_vcm,
+    tiny_video_config,
+)
 
 from vireid.config import ConfigError, load_config
 from vireid.data.transforms import Compose
@@ -32,8 +37,7 @@ def vcm(tmp_path_factory):
 
 
 def _config(vcm, *extra):
-    return load_config(EXAMPLE, [f"data.root={vcm}", "data.identities_per_batch=2",
-                                 "data.video.num_frames=3", "eval.batch_size=8", *extra])
+    return tiny_video_config(EXAMPLE, vcm, *extra)
 
 
 # --------------------------------------------------------------------------- STH / STA
