@@ -260,3 +260,19 @@ def test_an_override_that_fails_validation_is_named_as_the_override(trained):
 
     with pytest.raises(ConfigError, match=r"eval.batch_size: .*set in override 'eval.batch_size=0'"):
         vireid.load_model(ckpt, overrides=["eval.batch_size=0"])
+
+
+def test_a_checkpoint_without_its_data_spec_loads_through_its_dataset(trained, tmp_path):
+    """Checkpoints written before methods stored their data spec: the spec is read from
+    the dataset when it is reachable, else the error says what to do."""
+    from vireid.engine.checkpoint import CheckpointError
+
+    root, _, ckpt = trained
+    old = torch.load(ckpt, weights_only=True)
+    for key in ("data_num_classes", "data_cameras"):
+        del old["method"][key]
+    torch.save(old, tmp_path / "old.pt")
+    model = vireid.load_model(tmp_path / "old.pt", overrides=[f"data.root={root}"])
+    assert model.num_classes == vireid.load_model(ckpt).num_classes
+    with pytest.raises(CheckpointError, match=r"older vireid.*'data\.root=\.\.\.'"):
+        vireid.load_model(tmp_path / "old.pt", overrides=["data.root=/no/such/dataset"])
