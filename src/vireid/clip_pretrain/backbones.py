@@ -49,6 +49,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 SHIPPED: dict[str, tuple[str, str]] = {
+    "synth-vit-p8": ("synth-vit-p8.safetensors",
+                     "49a312ad61c300348b42f5b2d22b1ce690d070ed43d22661a0c0381a56bbd27e"),
     "synth-rn": ("synth-rn.safetensors",
                  "390b317df530fabf7e9ac27ef77d1d26fb2549e8f981bfe3f01a9c9134951c57"),
 }
