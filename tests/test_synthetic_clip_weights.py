@@ -8,8 +8,8 @@ import pytest
 from safetensors import safe_open
 
 from vireid.clip_pretrain import SHIPPED, shipped_weights
-from vireid.clip_pretrain.backbones import CONFIGS, assets_dir
 from vireid.models.factory import build_clip
+from vireid.models.synthetic import CONFIGS, assets_dir
 from vireid.models.weights import WeightsError, sha256_file
 
 MAX_SHIPPED_BYTES = 30 * 1024 * 1024

@@ -7,8 +7,8 @@ captioned *visible* images, here of synthetic people whose attributes are known
 CLIP that knows "striped", "skirt" or "backpack" and must bridge to infrared
 themselves (docs/synthetic_clip.md).
 
-- :mod:`.backbones` -- the shipped architectures, their weight files and the
-  ``pretrained="synthetic"`` tag;
+- :mod:`vireid.models.synthetic` -- the shipped architectures, their weight files and
+  the ``pretrained="synthetic"`` tag (in the model layer, which this app builds on);
 - :mod:`.data` -- the pretraining and held-out populations, rendered in memory;
 - :mod:`.train` -- :class:`Recipe` and :func:`pretrain` (symmetric InfoNCE, AdamW,
   warm-up + cosine, resumable);
@@ -16,7 +16,7 @@ themselves (docs/synthetic_clip.md).
   infrared, beside chance.
 """
 
-from .backbones import SHIPPED, SYNTHETIC_TAG, shipped_weights
+from vireid.models.synthetic import SHIPPED, SYNTHETIC_TAG, shipped_weights
 
 __all__ = ["SHIPPED", "SYNTHETIC_TAG", "Recipe", "pretrain", "shipped_weights", "write_weights",
            "zeroshot"]
@@ -25,7 +25,7 @@ _LAZY = {"Recipe": "train", "pretrain": "train", "write_weights": "train", "zero
 
 
 def __getattr__(name: str):
-    # Lazy: vireid.models imports .backbones at start-up; training code loads on use.
+    # Lazy: the training code (torch, the renderer) loads on use.
     if name in _LAZY:
         from importlib import import_module
 

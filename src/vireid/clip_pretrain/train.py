@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -37,8 +36,9 @@ from tqdm import tqdm
 from vireid.data.synthetic.captions import caption
 from vireid.data.synthetic.people import TAG_CLIP_PRETRAIN, make_rng
 from vireid.data.transforms import GRAY_WEIGHTS
+from vireid.files import atomic_path
+from vireid.models.synthetic import PRETRAIN_IMAGE_SIZE
 
-from .backbones import PRETRAIN_IMAGE_SIZE
 from .data import Population, normalize, render_population
 
 FORMAT = "vireid-synthetic-clip"
@@ -161,9 +161,8 @@ def make_batch(
 
 
 def _save_checkpoint(path: Path, **state: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def _load_checkpoint(path: Path, recipe: Recipe) -> dict[str, Any]:
@@ -300,9 +299,8 @@ def write_weights(model, out: str | Path, recipe: Recipe, summary: dict[str, Any
         "recipe": json.dumps(recipe.to_dict(), sort_keys=True),
         "summary": json.dumps({k: v for k, v in summary.items() if k != "out"}, sort_keys=True),
     }
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     sidecar = out.with_name(out.name + ".sha256")
     sidecar.write_text(f"{sha256_file(out)}  {out.name}\n", encoding="utf-8")
     return out

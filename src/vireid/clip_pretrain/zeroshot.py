@@ -181,8 +181,8 @@ def load_clip(
     from ``backbone``'s shipped ``synthetic`` weights. Both go through
     :func:`~vireid.models.clip.build_clip` and its weight loader."""
     from vireid.models.factory import build_clip
+    from vireid.models.synthetic import PRETRAIN_IMAGE_SIZE, SYNTHETIC_TAG
 
-    from .backbones import PRETRAIN_IMAGE_SIZE, SYNTHETIC_TAG
     from .train import FORMAT, read_metadata
 
     if weights is None and backbone is None:

@@ -265,8 +265,9 @@ class ModelConfig(_Section):
     )
     pretrained: str | None = Field(
         None,
-        description="Pretrained tag (e.g. 'openai') fetched only by the explicit weights verb; "
-        "never downloaded implicitly.",
+        description="Pretrained tag: 'synthetic' = the small CLIPs shipped in the package "
+        "(synth-vit-p8, synth-rn; no download), or an open_clip tag (e.g. 'openai') fetched "
+        "through open_clip only when given here.",
     )
     last_stride: int = Field(1, ge=1, description="Stride of the last ResNet stage (ReID: 1).")
     patch_stride: int | None = Field(

@@ -55,7 +55,3 @@ __all__ = [
     "resize_grid_embedding",
 ]
 
-# The synthetic CLIPs (vireid.clip_pretrain) register their architectures here.
-from vireid.clip_pretrain.backbones import register as _register_synthetic  # noqa: E402
-
-_register_synthetic()

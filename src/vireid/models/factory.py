@@ -20,6 +20,7 @@ from vireid.models.clip import (
     VisualEncoder,
     VitEncoder,
 )
+from vireid.models.synthetic import CONFIGS as SYNTHETIC_CONFIGS
 from vireid.models.weights import download_pretrained, load_weights
 
 __all__ = ["backbone_config", "build_clip", "list_backbones", "register_backbone"]
@@ -73,6 +74,7 @@ _LOCAL_CONFIGS: dict[str, dict[str, Any]] = {
         "text_cfg": dict(_TINY_TEXT_CFG),
     },
 }
+_LOCAL_CONFIGS.update(copy.deepcopy(SYNTHETIC_CONFIGS))  # the shipped synthetic CLIPs
 
 _DOCUMENTED_BACKBONES = ("RN50", "ViT-B-16")
 """The real architectures the methods use (docs/methods.md); taken from open_clip's configs."""

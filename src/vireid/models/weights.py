@@ -523,9 +523,9 @@ def download_pretrained(backbone: str, tag: str, cache_dir: str | Path | None = 
     """Download ``backbone``'s ``tag`` weights with open_clip's machinery (Hugging
     Face hub or the original URL) and return the local file. Only called on an
     explicit request (``pretrained=TAG`` or ``vireid weights fetch``)."""
-    from vireid.clip_pretrain.backbones import SYNTHETIC_TAG, shipped_weights
+    from vireid.models.synthetic import SYNTHETIC_TAG, shipped_weights
 
-    if tag == SYNTHETIC_TAG:  # shipped in the package (vireid.clip_pretrain): no download
+    if tag == SYNTHETIC_TAG:  # shipped in the package (vireid.models.synthetic): no download
         return shipped_weights(backbone)
     from open_clip import pretrained as oc_pretrained
 

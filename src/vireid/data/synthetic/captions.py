@@ -21,6 +21,7 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -290,9 +291,7 @@ def caption(
 
     text = render(order)
     if max_tokens is not None:
-        from vireid.models.clip import get_tokenizer
-
-        encode = get_tokenizer().encode
+        encode = _bpe_encoder()
         while len(order) > 1 and len(encode(text)) + 2 > max_tokens:
             order = order[:-1]
             text = render(order)
@@ -347,3 +346,12 @@ ATTRIBUTE_QUERIES: tuple[AttributeQuery, ...] = (
        lambda d: d.lower_kind == "trousers" and d.lower_color == "blue", colour=True),
 )
 """Attribute queries for zero-shot text-to-image retrieval (non-colour ones first)."""
+
+
+@lru_cache(maxsize=1)
+def _bpe_encoder():
+    """open_clip's BPE encoder (the CLIP tokenizer, offline), to keep captions within a
+    context length; the data layer reads it from open_clip directly, not from the models."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer().encode

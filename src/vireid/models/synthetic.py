@@ -1,7 +1,8 @@
 """Architectures of the synthetic CLIPs and the weight files shipped in the package.
 
-The configs use open_clip's JSON layout and are registered with
-:func:`vireid.models.clip.register_backbone` when :mod:`vireid.models` is imported.
+The configs use open_clip's JSON layout and sit in the backbone registry of
+:mod:`vireid.models.factory`; :mod:`vireid.clip_pretrain` (the training app) makes
+the weight files, this module says where the shipped ones are.
 Both keep open_clip's BPE tokenizer and its 49,408-token vocabulary, so every text
 path is the real one; the context is 32 tokens (captions are shorter), which the CLIP
 text transformer supports as it is (its positional embedding has one row per
@@ -55,14 +56,6 @@ SHIPPED: dict[str, tuple[str, str]] = {
                  "390b317df530fabf7e9ac27ef77d1d26fb2549e8f981bfe3f01a9c9134951c57"),
 }
 """backbone -> (file name under ``vireid/assets/clip``, its SHA-256)."""
-
-
-def register() -> None:
-    """Register :data:`CONFIGS` as backbones (idempotent)."""
-    from vireid.models.factory import register_backbone
-
-    for name, config in CONFIGS.items():
-        register_backbone(name, config)
 
 
 def assets_dir() -> Path:
