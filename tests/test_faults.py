@@ -34,6 +34,7 @@ from vireid.engine.checkpoint import (
     load_checkpoint,
     remove_stale_temporaries,
 )
+from vireid.files import HOST
 
 pytest_plugins = ["_trained_model"]  # fixtures: trained
 
@@ -280,7 +281,7 @@ def test_partial_files_of_killed_writers_are_removed(tmp_path):
     folder.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    host = ckpt_module._HOST
+    host = HOST
     stale = folder / f".last.pt.{host}.{dead.pid}.0badc0de.tmp"
     old_style = folder / ".last.pt.ab12_xyz.tmp"
     live = folder / f".last.pt.{host}.{os.getpid()}.0123abcd.tmp"
@@ -506,7 +507,7 @@ def test_killed_training_resumes_bit_exactly(kind, tmp_path):
     last = tmp_path / "killed" / "checkpoints" / "last.pt"
     progress = _killed_mid_epoch(_train_cmd(config, root, tmp_path, "killed", *extra), last, 3)
     assert not progress["stage_done"] or progress["stage"] != "image"
-    stale = last.parent / f".last.pt.{ckpt_module._HOST}.999999999.0badc0de.tmp"
+    stale = last.parent / f".last.pt.{HOST}.999999999.0badc0de.tmp"
     stale.write_bytes(b"partial")  # what a kill during a write leaves
     resumed = subprocess.run(_train_cmd(config, root, tmp_path, "killed", *extra,
                                         f"train.resume={last}"), capture_output=True, text=True)

@@ -36,8 +36,9 @@ from tqdm import tqdm
 from vireid.data.synthetic.captions import caption
 from vireid.data.synthetic.people import TAG_CLIP_PRETRAIN, make_rng
 from vireid.data.transforms import GRAY_WEIGHTS
-from vireid.files import atomic_path
-from vireid.models.synthetic import PRETRAIN_IMAGE_SIZE
+from vireid.engine.checkpoint import atomic_save
+from vireid.files import atomic_path, write_sha256
+from vireid.models.synthetic import PRETRAIN_IMAGE_SIZE, SYNTHETIC_TAG
 
 from .data import Population, normalize, render_population
 
@@ -160,11 +161,6 @@ def make_batch(
     return normalize(images.round().clamp(0, 255)), tokens[:, :length], texts
 
 
-def _save_checkpoint(path: Path, **state: Any) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
 def _load_checkpoint(path: Path, recipe: Recipe) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint to resume from at {path}")
@@ -258,8 +254,8 @@ def pretrain(
                 log_file.flush()
             done = step + 1
             if checkpoint_every and (done % checkpoint_every == 0 or done == recipe.steps):
-                _save_checkpoint(checkpoint, recipe=recipe.to_dict(), step=done,
-                                 model=model.state_dict(), optimizer=optimizer.state_dict())
+                atomic_save({"recipe": recipe.to_dict(), "step": done, "model": model.state_dict(),
+                             "optimizer": optimizer.state_dict()}, checkpoint)
     finally:
         if log_file is not None:
             log_file.close()
@@ -282,7 +278,7 @@ def write_weights(model, out: str | Path, recipe: Recipe, summary: dict[str, Any
     from safetensors.torch import save_file
 
     from vireid.models.factory import backbone_config
-    from vireid.models.weights import sha256_file, to_open_clip_keys
+    from vireid.models.weights import to_open_clip_keys
 
     out = Path(out)
     tensors = {
@@ -292,7 +288,7 @@ def write_weights(model, out: str | Path, recipe: Recipe, summary: dict[str, Any
     metadata = {
         "format": FORMAT,
         "backbone": recipe.backbone,
-        "pretrained": "synthetic",
+        "pretrained": SYNTHETIC_TAG,
         "architecture": json.dumps(backbone_config(recipe.backbone), sort_keys=True),
         "image_size": json.dumps(list(recipe.image_size)),
         "quick_gelu": json.dumps(recipe.quick_gelu),
@@ -301,8 +297,7 @@ def write_weights(model, out: str | Path, recipe: Recipe, summary: dict[str, Any
     }
     with atomic_path(out) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-    sidecar = out.with_name(out.name + ".sha256")
-    sidecar.write_text(f"{sha256_file(out)}  {out.name}\n", encoding="utf-8")
+    write_sha256(out)
     return out
 
 

@@ -37,13 +37,9 @@ key; a key absent at access time raises it too (the loaded dict is a
 
 from __future__ import annotations
 
-import errno
 import os
 import random
-import re
-import secrets
 import shutil
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,6 +48,7 @@ import numpy as np
 import torch
 
 import vireid
+from vireid.files import atomic_path, fsync_path, remove_stale_temporaries
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -78,80 +75,14 @@ class CheckpointError(ValueError):
 # --------------------------------------------------------------------------- writing
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
-_TEMPORARY = re.compile(r"^\.(?P<name>.+\.pt)\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[0-9a-f]+\.tmp$")
-_OLD_TEMPORARY = re.compile(r"^\.(?P<name>.+\.pt)\.[A-Za-z0-9_]{8}\.tmp$")
-"""Names of the temporary files of :func:`atomic_save` (and of earlier versions, which
-took ``tempfile.mkstemp``'s eight random characters)."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. no permission: it exists
-        return True
-    return True
-
-
-def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete the partial checkpoint files (``.last.pt.*.tmp``) that killed processes left
-    in ``folder``; files of a live process on this host (or of another host) are kept.
-    Returns the removed paths."""
-    folder = Path(folder)
-    removed = []
-    try:
-        entries = list(folder.iterdir())
-    except OSError:
-        return removed
-    for entry in entries:
-        match = _TEMPORARY.match(entry.name)
-        if match:
-            if match["host"] != _HOST or _alive(int(match["pid"])):
-                continue
-        elif not _OLD_TEMPORARY.match(entry.name):
-            continue
-        try:
-            entry.unlink()
-            removed.append(entry)
-        except OSError:
-            pass
-    return removed
-
-
 def _write(obj: Any, handle) -> None:
     """Serialise ``obj`` into the open file ``handle`` (the step a full disk fails)."""
     torch.save(obj, handle)
 
 
-def _out_of_space(err: BaseException, folder: Path) -> bool:
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        return True
-    # torch's zip writer reports a failed write as a RuntimeError without the errno
-    if isinstance(err, RuntimeError) and "write" in str(err).lower():
-        try:
-            return shutil.disk_usage(folder).free < (64 << 20)
-        except OSError:
-            return False
-    return False
-
-
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj)`` to ``path`` via a temporary file in the same folder + rename.
+    """``torch.save(obj)`` to ``path`` through :func:`vireid.files.atomic_path` (durable),
+    after removing what killed writers left in the folder.
 
     On failure the temporary file is removed and ``path`` keeps its previous content;
     a full disk raises ``OSError(ENOSPC)`` saying so and naming ``path``.
@@ -159,22 +90,9 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target.parent)
-    temporary = target.with_name(
-        f".{target.name}.{_HOST}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
+    with atomic_path(target, durable=True, what="checkpoint") as temporary:
         with open(temporary, "xb") as handle:
             _write(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException as err:
-        temporary.unlink(missing_ok=True)
-        if _out_of_space(err, target.parent):
-            kept = " (the previous checkpoint is kept)" if target.exists() else ""
-            raise OSError(errno.ENOSPC,
-                          f"no space left on device: cannot write {target}{kept}") from None
-        raise
-    _fsync_dir(target.parent)
     return target
 
 
@@ -192,7 +110,7 @@ def atomic_link(source: str | os.PathLike[str], target: str | os.PathLike[str]) 
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_path(target.parent)
     return target
 
 

@@ -49,19 +49,6 @@ _LOCAL_CONFIGS: dict[str, dict[str, Any]] = {
         },
         "text_cfg": dict(_TINY_TEXT_CFG),
     },
-    # 8-pixel patches: a 16x8 grid at 128x64. From scratch, 16-pixel patches (8x4
-    # tokens of 768 pixels) learn far too slowly for CPU-sized runs.
-    "tiny-vit-p8": {
-        "embed_dim": 64,
-        "vision_cfg": {
-            "image_size": 224,
-            "layers": 2,
-            "width": 64,
-            "head_width": 32,
-            "patch_size": 8,
-        },
-        "text_cfg": dict(_TINY_TEXT_CFG),
-    },
     "tiny-rn50": {
         "embed_dim": 64,
         "vision_cfg": {
@@ -74,6 +61,10 @@ _LOCAL_CONFIGS: dict[str, dict[str, Any]] = {
         "text_cfg": dict(_TINY_TEXT_CFG),
     },
 }
+# 8-pixel patches: a 16x8 grid at 128x64. From scratch, 16-pixel patches (8x4 tokens
+# of 768 pixels) learn far too slowly for CPU-sized runs.
+_LOCAL_CONFIGS["tiny-vit-p8"] = copy.deepcopy(_LOCAL_CONFIGS["tiny-vit"])
+_LOCAL_CONFIGS["tiny-vit-p8"]["vision_cfg"]["patch_size"] = 8
 _LOCAL_CONFIGS.update(copy.deepcopy(SYNTHETIC_CONFIGS))  # the shipped synthetic CLIPs
 
 _DOCUMENTED_BACKBONES = ("RN50", "ViT-B-16")

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vireid.files import atomic_path, sha256_file
+from vireid.files import atomic_path, sha256_file, write_sha256
 from vireid.models.pos_embed import resize_grid_embedding
 
 __all__ = [
@@ -572,8 +572,7 @@ def fetch_weights(name: str, to: str | Path, tag: str = "openai") -> Path:
     with atomic_path(target) as tmp:
         save_file(tensors, str(tmp),
                   metadata={"backbone": name, "pretrained": tag, "source": source.name})
-    with atomic_path(target.with_name(target.name + ".sha256")) as tmp:
-        tmp.write_text(f"{sha256_file(target)}  {target.name}\n", encoding="utf-8")
+    write_sha256(target)
     if download_dir.is_dir():
         shutil.rmtree(download_dir, ignore_errors=True)
     return target
