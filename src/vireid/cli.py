@@ -299,15 +299,21 @@ def _cmd_weights_fetch(args) -> int:
     return 0
 
 
-def _cmd_clip_pretrain(args) -> int:
+def _set_threads(threads: int | None) -> None:
+    """``--threads``: torch's CPU threads (None leaves torch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
     import torch
 
+    torch.set_num_threads(threads)
+
+
+def _cmd_clip_pretrain(args) -> int:
     from vireid.clip_pretrain.train import Recipe, pretrain
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    _set_threads(args.threads)
     recipe = Recipe(
         backbone=args.backbone, seed=args.seed, num_ids=args.ids,
         images_per_id=args.images_per_id, image_size=tuple(args.image_size), steps=args.steps,
@@ -326,17 +332,14 @@ def _cmd_clip_pretrain(args) -> int:
 
 
 def _cmd_clip_zeroshot(args) -> int:
-    import torch
-
     from vireid.clip_pretrain.zeroshot import format_zeroshot, load_clip, zeroshot
 
-    if args.threads is not None:
-        torch.set_num_threads(max(1, args.threads))
-    model = load_clip(args.weights, args.backbone,
-                      tuple(args.image_size) if args.image_size else None)
     if args.ids < 2 or args.images_per_id < 1:
         raise UsageError(f"--ids must be >= 2 and --images-per-id >= 1, got {args.ids}, "
                          f"{args.images_per_id}")
+    _set_threads(args.threads)
+    model = load_clip(args.weights, args.backbone,
+                      tuple(args.image_size) if args.image_size else None)
     result = zeroshot(model, seed=args.seed, num_ids=args.ids, images_per_id=args.images_per_id)
     print(json.dumps(result) if args.json else format_zeroshot(result))
     return 0

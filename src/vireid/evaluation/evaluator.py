@@ -32,11 +32,10 @@ DISTANCES = ("cosine", "euclidean")
 """Rankings ``evaluate_features`` offers (``eval.distance``)."""
 
 
-def feature_distances(query_features, gallery_features, distance: str = "cosine",
-                      normalize: bool | None = None) -> torch.Tensor:
-    """(Q, G) distances: ``cosine`` is the negative cosine similarity (features
-    L2-normalised), ``euclidean`` the Euclidean distance of the features as given
-    (``normalize=True`` L2-normalises them first, which ranks as cosine does)."""
+def _prepared(query_features, gallery_features, distance: str,
+              normalize: bool | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The features as ``distance`` ranks them: checked, and L2-normalised when
+    ``normalize`` says so (default: for cosine only)."""
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
     qf = torch.as_tensor(query_features)
@@ -48,10 +47,16 @@ def feature_distances(query_features, gallery_features, distance: str = "cosine"
         )
     if normalize is None:
         normalize = distance == "cosine"
-    qf, gf = (l2_normalize(qf), l2_normalize(gf)) if normalize else (qf.float(), gf.float())
-    if distance == "euclidean":
-        return torch.cdist(qf, gf)
-    return -(qf @ gf.T)
+    return (l2_normalize(qf), l2_normalize(gf)) if normalize else (qf.float(), gf.float())
+
+
+def feature_distances(query_features, gallery_features, distance: str = "cosine",
+                      normalize: bool | None = None) -> torch.Tensor:
+    """(Q, G) distances: ``cosine`` is the negative cosine similarity (features
+    L2-normalised), ``euclidean`` the Euclidean distance of the features as given
+    (``normalize=True`` L2-normalises them first, which ranks as cosine does)."""
+    qf, gf = _prepared(query_features, gallery_features, distance, normalize)
+    return torch.cdist(qf, gf) if distance == "euclidean" else -(qf @ gf.T)
 
 
 def evaluate_features(
@@ -78,16 +83,11 @@ def evaluate_features(
     applies k-reciprocal re-ranking (:mod:`vireid.evaluation.rerank`) to the
     (normalised, for cosine) features. Warns when many distances are tied.
     """
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {', '.join(DISTANCES)}, got {distance!r}")
-    if normalize is None:
-        normalize = distance == "cosine"
     if rerank is not None and rerank is not False:
         from vireid.evaluation.rerank import rerank_distances
 
-        qf, gf = torch.as_tensor(query_features), torch.as_tensor(gallery_features)
-        qf, gf = (l2_normalize(qf), l2_normalize(gf)) if normalize else (qf.float(), gf.float())
-        distances = rerank_distances(qf, gf, rerank)
+        distances = rerank_distances(
+            *_prepared(query_features, gallery_features, distance, normalize), rerank)
     else:
         distances = feature_distances(query_features, gallery_features, distance, normalize)
     return compute_metrics(distances, query_ids, gallery_ids, query_cams, gallery_cams, protocol)
