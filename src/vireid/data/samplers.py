@@ -145,18 +145,19 @@ class _IdentityBatchSampler(Sampler[list[int]]):
             return pool[rng.integers(0, pool.size, size=k)]
         return pool[rng.choice(pool.size, size=k, replace=False)]
 
-    def _identity_groups(self, rng: np.random.Generator) -> list[np.ndarray]:
+    def _identity_groups(self, rng: np.random.Generator, count: int) -> list[np.ndarray]:
+        """The identities of ``count`` batches."""
         ids = self._eligible_identities()
         P = self.num_identities
         groups: list[np.ndarray] = []
         if self.identity_order == "random":
-            for _ in range(self.num_global_batches):
+            for _ in range(count):
                 groups.append(ids[rng.choice(ids.size, size=P, replace=False)])
             return groups
         # "epoch": walk shuffled passes over all identities; a batch that straddles two
         # passes takes the new pass's identities not already in it.
         pending: list[int] = []
-        while len(groups) < self.num_global_batches:
+        while len(groups) < count:
             if len(pending) < P:
                 taken = set(pending)
                 pending += [int(i) for i in rng.permutation(ids) if int(i) not in taken]
@@ -181,12 +182,7 @@ class _IdentityBatchSampler(Sampler[list[int]]):
 
     def _drawn(self, epoch: int, count: int) -> list[list[int]]:
         rng = np.random.default_rng([self.seed, epoch])
-        total, self.num_global_batches = self.num_global_batches, count
-        try:
-            groups = self._identity_groups(rng)
-        finally:
-            self.num_global_batches = total
-        return [self._batch_from_identities(rng, ids) for ids in groups]
+        return [self._batch_from_identities(rng, ids) for ids in self._identity_groups(rng, count)]
 
     def rank_batches(self, epoch: int | None = None) -> list[list[int]]:
         """The batches of this rank for ``epoch``, from the start of the epoch."""
