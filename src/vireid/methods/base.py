@@ -103,9 +103,10 @@ class Method(nn.Module):
 
     def attach_data(self, data: ReIDData) -> None:
         """The training data of :meth:`stages` (a method built from a spec alone has none)."""
-        if DataSpec.of(data) != self.spec:
+        spec = DataSpec.of(data)
+        if spec != self.spec:
             raise ValueError(f"dataset {data.name!r} does not match the method's data spec "
-                             f"({DataSpec.of(data)} vs {self.spec})")
+                             f"({spec} vs {self.spec})")
         self._data = data
 
     @property
