@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test lint demo bench clean
+.PHONY: test lint demo bench yardstick yardstick-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/data_speed.py
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/video_step_speed.py
+
+# The learning yardstick (docs/results.md): about two hours on a 2-core machine; not in `make test`.
+yardstick: $(VENV)/.installed
+	$(BIN)/python benchmarks/yardstick.py --markdown runs/yardstick/results.md
+
+yardstick-quick: $(VENV)/.installed
+	$(BIN)/python benchmarks/yardstick.py --quick --markdown runs/yardstick/results-quick.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

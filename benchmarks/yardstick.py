@@ -196,18 +196,18 @@ def execute(run: Run) -> Run:
     exe = str(Path(sys.executable).with_name("vireid"))
     run.run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    cpu0 = os.times()
-    proc = subprocess.run([exe, *run.command[1:]], cwd=ROOT, env=env, capture_output=True,
-                          text=True)
-    cpu1 = os.times()
-    (run.run_dir / "stderr.txt").write_text(proc.stderr)
+    with open(run.run_dir / "stdout.json", "w+") as out, open(run.run_dir / "stderr.txt", "w+") as err:
+        proc = subprocess.Popen([exe, *run.command[1:]], cwd=ROOT, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time, whatever runs beside it
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
     run.result = {"returncode": proc.returncode, "wall_s": round(time.perf_counter() - start, 1),
-                  "cpu_s": round((cpu1.children_user - cpu0.children_user)
-                                 + (cpu1.children_system - cpu0.children_system), 1)}
+                  "cpu_s": round(usage.ru_utime + usage.ru_stime, 1)}
     if proc.returncode != 0:
-        run.result["error"] = proc.stderr.strip().splitlines()[-1:] or ["(no message)"]
+        run.result["error"] = stderr.strip().splitlines()[-1:] or ["(no message)"]
         return run
-    summary = json.loads(proc.stdout)
+    summary = json.loads(stdout)
     run.result["metrics"] = {k: v["mean"] for k, v in summary.items() if k != "splits"}
     run.result["losses"] = stage_losses(next(run.run_dir.glob("*/metrics.jsonl")))
     return run
@@ -309,9 +309,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="main rows on each method's first layout, first training seed")
     parser.add_argument("--only", nargs="+", default=None,
-                        help="rows whose key starts with one of these (e.g. csdn/sysu)")
+                        help="rows with one of these keys or key prefixes (csdn, csdn/sysu, "
+                             "csdn/sysu/CSDN)")
     parser.add_argument("--set", dest="extra", nargs="+", default=[],
                         help="KEY=VALUE overrides for every run (validation sweeps)")
+    parser.add_argument("--tag", default=None,
+                        help="name of this set of runs under the workdir (default: quick / full)")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "yardstick")
     parser.add_argument("--markdown", type=Path, default=None, help="write the tables here")
@@ -319,12 +322,13 @@ def main(argv: list[str] | None = None) -> int:
 
     check_coverage()
     selected = [r for r in rows(args.quick)
-                if args.only is None or any(r.key.startswith(p) for p in args.only)]
+                if args.only is None or any(r.key == p or r.key.startswith(p.rstrip("/") + "/")
+                                            for p in args.only)]
     if not selected:
         print(f"yardstick: no row matches --only {' '.join(args.only)}", file=sys.stderr)
         return 2
     seeds = args.train_seeds[:1] if args.quick else args.train_seeds
-    tag = "quick" if args.quick else "full"
+    tag = args.tag or ("quick" if args.quick else "full")
     out_dir = args.workdir / f"population{args.seed}" / tag
     start = time.perf_counter()
     chances, runs = {}, []
@@ -356,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(table, args.seed, total)
     print(text)
     if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(text)
     failed = sum(len(e["failed"]) for e in table)
     return 1 if failed else 0
