@@ -35,6 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vireid.engine.logger import stage_losses
+
 ROOT = Path(__file__).resolve().parents[1]
 LEAVES = Path("benchmarks") / "yardstick"
 """Config leaves, one per (method, layout), relative to the repository root."""
@@ -209,20 +211,8 @@ def execute(run: Run) -> Run:
         return run
     summary = json.loads(stdout)
     run.result["metrics"] = {k: v["mean"] for k, v in summary.items() if k != "splits"}
-    run.result["losses"] = stage_losses(next(run.run_dir.glob("*/metrics.jsonl")))
+    run.result["losses"] = stage_losses(next(run.run_dir.glob("*/metrics.jsonl")))  # first/last epoch
     return run
-
-
-def stage_losses(metrics_file: Path) -> dict[str, dict[str, float]]:
-    """First and last epoch loss of every stage (epoch records of metrics.jsonl)."""
-    out: dict[str, dict[str, float]] = {}
-    for line in metrics_file.read_text().splitlines():
-        record = json.loads(line)
-        if record.get("kind") == "epoch":
-            entry = out.setdefault(record["stage"], {"first": record["loss"]})
-            entry["last"] = record["loss"]
-            entry["epochs"] = record["epoch"] + 1
-    return out
 
 
 # --------------------------------------------------------------------------- tables

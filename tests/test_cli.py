@@ -177,3 +177,17 @@ def test_a_non_finite_loss_stops_training_with_a_message_not_a_traceback(trained
                  "model.backbone=tiny-vit", "train.max_steps=2", "eval.splits=[all-search]"])
     err = capsys.readouterr().err
     assert code == 2 and "non-finite loss in stage 'prompt'" in err and "Traceback" not in err
+
+
+def test_demo_starts_from_the_shipped_synthetic_vit_and_prints_its_stage_losses(tmp_path, capsys):
+    """`vireid demo` (shortened to one epoch per stage): the shipped synthetic ViT CLIP is
+    loaded through the real path, and the stage losses and chance are printed."""
+    assert main(["demo", "--workdir", str(tmp_path), "train.stages.prompt.epochs=1",
+                 "train.stages.image.epochs=1", "train.log.progress=false"]) == 0
+    out = capsys.readouterr().out
+    assert "stage prompt: loss" in out and "stage image: loss" in out
+    assert "chance Rank-1 (all-search ir->vis): 1.67%" in out
+    config = (tmp_path / "clipreid_tiny" / "config.yaml").read_text()
+    assert "backbone: synth-vit-p8" in config and "pretrained: synthetic" in config
+    report = json.loads(out.strip().splitlines()[-1])
+    assert set(report["stage_losses"]) == {"prompt", "image"}

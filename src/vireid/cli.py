@@ -481,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the onnxruntime parity check (max abs diff <= 1e-4)")
     xp.set_defaults(func=_cmd_export)
 
-    dm = sub.add_parser("demo", help="synthetic people -> train a tiny CLIP-ReID on CPU -> evaluate")
+    dm = sub.add_parser("demo", help="synthetic people -> CLIP-ReID from the shipped synthetic ViT CLIP, CPU -> evaluate")
     dm.add_argument("--workdir", default="runs/demo", help="where the dataset and the run go")
     dm.add_argument("--seed", type=int, default=0)
     dm.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")

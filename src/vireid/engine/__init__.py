@@ -32,7 +32,7 @@ from vireid.engine.distributed import (
     is_distributed,
     is_main_process,
 )
-from vireid.engine.logger import RunLogger, read_metrics
+from vireid.engine.logger import RunLogger, read_metrics, stage_losses
 from vireid.engine.optim import build_optimizer
 from vireid.engine.schedulers import StageScheduler, lr_at
 from vireid.engine.trainer import (
@@ -76,6 +76,7 @@ __all__ = [
     "lr_at",
     "move_to_device",
     "read_metrics",
+    "stage_losses",
     "resolve_device",
     "restore_rng_state",
     "seed_everything",

@@ -27,7 +27,7 @@ import torch
 
 from vireid.files import atomic_path
 
-__all__ = ["RunLogger", "read_metrics", "to_jsonable"]
+__all__ = ["RunLogger", "read_metrics", "stage_losses", "to_jsonable"]
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -131,3 +131,15 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All records of a ``metrics.jsonl`` file."""
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def stage_losses(path: str | Path) -> dict[str, dict[str, float]]:
+    """First and last epoch loss of every stage of a run, from its ``metrics.jsonl``:
+    ``{stage: {"first": loss, "last": loss, "epochs": n}}`` (the epoch records' mean loss)."""
+    out: dict[str, dict[str, float]] = {}
+    for record in read_metrics(path):
+        if record.get("kind") == "epoch":
+            entry = out.setdefault(record["stage"], {"first": record["loss"]})
+            entry["last"] = record["loss"]
+            entry["epochs"] = record["epoch"] + 1
+    return out
