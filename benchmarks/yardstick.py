@@ -254,6 +254,70 @@ def aggregate(runs: list[Run], chances: dict[str, dict[str, float]]) -> list[dic
     return table
 
 
+TEXT_STAGES = ("prompt", "sii")
+"""Stages that train the text side only (prompts; CSDN's fusion of the two prompts' features)."""
+
+TARGET_CHANCE_RATIO = 5.0
+TARGET_TEXT_LOSS_DROP = 0.20
+
+
+def _difference(a: dict, b: dict) -> tuple[float, float, bool]:
+    """Rank-1 of a minus b, the std of that difference (sqrt(std_a^2 + std_b^2)), and whether
+    it counts (beyond two of those std)."""
+    diff = a["R1"][0] - b["R1"][0]
+    std = math.hypot(a["R1"][1], b["R1"][1])
+    return diff, std, abs(diff) > 2 * std
+
+
+def checks(table: list[dict]) -> list[str]:
+    """The targets, row by row: Rank-1 >= 5x chance, text-side stage loss down >= 20%,
+    pretrained vs random start, each ablation vs its full method (beyond 2 std or not)."""
+    main = {(e["method"], e["layout"]): e for e in table if e["group"] == "main"}
+    lines = ["#### checks", "",
+             f"Targets: Rank-1 at least {TARGET_CHANCE_RATIO:.0f}x chance; the loss of every "
+             f"text-side stage ({', '.join(TEXT_STAGES)}) at least "
+             f"{100 * TARGET_TEXT_LOSS_DROP:.0f}% below its first epoch; a difference of "
+             "Rank-1 counts only beyond 2 std of the difference.", "",
+             "| row | layout | check | value | met |", "|---|---|---|---|---|"]
+    for e in table:
+        if e["group"] == "main":
+            ratio = e["R1"][0] / e["chance_R1"] if e["chance_R1"] else math.nan
+            lines.append(f"| {e['label']} | {e['layout']} | Rank-1 / chance | {ratio:.1f}× | "
+                         f"{'yes' if ratio >= TARGET_CHANCE_RATIO else 'no'} |")
+            for stage in TEXT_STAGES:
+                if stage in e["losses"]:
+                    v = e["losses"][stage]
+                    drop = 1 - v["last"] / v["first"]
+                    lines.append(f"| {e['label']} | {e['layout']} | `{stage}` loss drop | "
+                                 f"{100 * drop:.0f}% | "
+                                 f"{'yes' if drop >= TARGET_TEXT_LOSS_DROP else 'no'} |")
+        else:
+            full = main.get((e["method"], e["layout"]))
+            if full is None:
+                continue
+            diff, std, counts = _difference(full, e)
+            what = ("pretrained − random start" if e["group"] == "random start"
+                    else f"full − {e['label'].split(' ', 1)[1]}")
+            if e["group"] == "random start":
+                verdict = ("yes" if diff > 0 else "no (random ahead)") if counts \
+                    else "no (within 2 std)"
+            else:
+                verdict = ("full ahead" if diff > 0 else "ablation ahead") if counts \
+                    else "within 2 std"
+            lines.append(f"| {e['label']} | {e['layout']} | {what} (Rank-1) | "
+                         f"{diff:+.1f} ± {std:.1f} | {verdict} |")
+    for method, base in (("vld", "clipreid"), ("lsmrl", "vld"), ("xreid", "clipreid"),
+                         ("csdn", "clipreid")):
+        for (m, layout), e in main.items():
+            if m == method and (base, layout) in main:
+                diff, std, counts = _difference(e, main[(base, layout)])
+                verdict = (f"{LABELS[method]} ahead" if diff > 0 else f"{LABELS[base]} ahead") \
+                    if counts else "within 2 std"
+                lines.append(f"| {LABELS[method]} vs {LABELS[base]} | {layout} | Rank-1 "
+                             f"difference | {diff:+.1f} ± {std:.1f} | {verdict} |")
+    return lines + [""]
+
+
 def _fmt(ms: tuple[float, float]) -> str:
     return f"{ms[0]:.1f} ± {ms[1]:.1f}"
 
@@ -280,6 +344,7 @@ def markdown(table: list[dict], population: int, total_s: float) -> str:
                          f"{_fmt(e['R1'])} | {_fmt(e['mAP'])} | {e['chance_R1']:.1f} | "
                          f"{ratio:.1f}× | {e['cpu_s']:.0f} | {stages} |")
         lines.append("")
+    lines += checks(table)
     lines += ["#### commands", "", "Every run, from the repository root (one thread: "
               "`OMP_NUM_THREADS=1`); the data roots are written by "
               "`benchmarks/yardstick.py` (`vireid.data.synthetic.synthesize` with "
@@ -290,6 +355,13 @@ def markdown(table: list[dict], population: int, total_s: float) -> str:
 
 
 # --------------------------------------------------------------------------- main
+def _write(text: str, path: Path | None) -> None:
+    print(text)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=TEST_POPULATION,
@@ -308,7 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side (one thread each)")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "yardstick")
     parser.add_argument("--markdown", type=Path, default=None, help="write the tables here")
+    parser.add_argument("--render", type=Path, default=None, metavar="RESULTS_JSON",
+                        help="only print (and --markdown) the tables of an earlier run")
     args = parser.parse_args(argv)
+    if args.render:
+        saved = json.loads(args.render.read_text())
+        _write(markdown(saved["rows"], saved["population"], saved["total_s"]), args.markdown)
+        return 0
 
     check_coverage()
     selected = [r for r in rows(args.quick)
@@ -347,11 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     (out_dir / "results.json").write_text(json.dumps(
         {"population": args.seed, "train_seeds": seeds, "extra": args.extra,
          "total_s": round(total, 1), "rows": table}, indent=1))
-    text = markdown(table, args.seed, total)
-    print(text)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(text)
+    _write(markdown(table, args.seed, total), args.markdown)
     failed = sum(len(e["failed"]) for e in table)
     return 1 if failed else 0
 

@@ -84,3 +84,21 @@ def test_a_failed_run_is_reported_not_hidden(tmp_path):
     assert run.result["returncode"] == 2 and "metrics" not in run.result
     table = ys.aggregate([run], {"sysu": {}})
     assert table[0]["failed"] and "1 failed" in ys.markdown(table, 0, 1.0)
+
+
+def test_checks_compare_rows_beyond_two_std():
+    def entry(group, method, label, r1, std, losses=None):
+        return {"group": group, "method": method, "layout": "sysu", "label": label,
+                "R1": (r1, std), "chance_R1": 2.0, "losses": losses or {}}
+
+    table = [entry("main", "csdn", "CSDN", 12.0, 0.5, {"prompt": {"first": 10.0, "last": 7.0}}),
+             entry("main", "clipreid", "CLIP-ReID", 9.0, 1.0),
+             entry("ablation", "csdn", "CSDN without SII", 11.0, 0.5),
+             entry("random start", "csdn", "CSDN from random weights", 6.0, 0.5)]
+    text = "\n".join(ys.checks(table))
+    assert "| CSDN | sysu | Rank-1 / chance | 6.0× | yes |" in text
+    assert "| CLIP-ReID | sysu | Rank-1 / chance | 4.5× | no |" in text
+    assert "`prompt` loss drop | 30% | yes |" in text
+    assert "full − without SII (Rank-1) | +1.0 ± 0.7 | within 2 std |" in text
+    assert "pretrained − random start (Rank-1) | +6.0 ± 0.7 | yes |" in text
+    assert "| CSDN vs CLIP-ReID | sysu | Rank-1 difference | +3.0 ± 1.1 | CSDN ahead |" in text
