@@ -28,7 +28,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/video_step_speed.py
 
-# The learning yardstick (docs/results.md): about two hours on a 2-core machine; not in `make test`.
+# The learning yardstick (docs/results.md): about 80 minutes on a 2-core machine (quick: about 7); not in `make test`.
 yardstick: $(VENV)/.installed
 	$(BIN)/python benchmarks/yardstick.py --markdown runs/yardstick/results.md
 

@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -318,6 +319,12 @@ def checks(table: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def _command_template(command: str) -> str:
+    """A run's command with paths relative to the repository and the seed as S."""
+    command = command.replace(f"{ROOT}/", "")
+    return re.sub(r"seed(=|)\d+", r"seed\1S", command)
+
+
 def _fmt(ms: tuple[float, float]) -> str:
     return f"{ms[0]:.1f} ± {ms[1]:.1f}"
 
@@ -345,11 +352,11 @@ def markdown(table: list[dict], population: int, total_s: float) -> str:
                          f"{ratio:.1f}× | {e['cpu_s']:.0f} | {stages} |")
         lines.append("")
     lines += checks(table)
-    lines += ["#### commands", "", "Every run, from the repository root (one thread: "
-              "`OMP_NUM_THREADS=1`); the data roots are written by "
+    lines += ["#### commands", "", "Every row, from the repository root (one thread: "
+              "`OMP_NUM_THREADS=1`), once per training seed S; the data roots are written by "
               "`benchmarks/yardstick.py` (`vireid.data.synthetic.synthesize` with "
               "`POPULATIONS[layout]`, seed = population, 64×32).", "", "```"]
-    lines += [c for e in table for c in e["commands"]]
+    lines += [_command_template(e["commands"][0]) for e in table]
     lines += ["```", ""]
     return "\n".join(lines)
 
