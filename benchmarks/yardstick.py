@@ -28,6 +28,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -197,7 +198,10 @@ def execute(run: Run) -> Run:
     """Runs one ``vireid train`` on one thread; reads its summary and loss history."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     exe = str(Path(sys.executable).with_name("vireid"))
-    run.run_dir.mkdir(parents=True, exist_ok=True)
+    # the yardstick owns its run folders: a rerun starts clean (vireid train appends to the
+    # metrics.jsonl of a fresh run in an existing folder, which would mix the two runs)
+    shutil.rmtree(run.run_dir, ignore_errors=True)
+    run.run_dir.mkdir(parents=True)
     start = time.perf_counter()
     with open(run.run_dir / "stdout.json", "w+") as out, open(run.run_dir / "stderr.txt", "w+") as err:
         proc = subprocess.Popen([exe, *run.command[1:]], cwd=ROOT, env=env, stdout=out, stderr=err)

@@ -11,6 +11,7 @@ import pytest
 
 from vireid.config import load_config
 from vireid.data.synthetic import synthesize
+from vireid.engine.logger import read_metrics
 from vireid.methods import list_methods
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,6 +76,12 @@ def test_one_run_goes_through_vireid_train_and_is_read_back(tmp_path):
     assert table[0]["chance_R1"] > 0 and table[0]["R1_runs"] == [100 * metrics["R1"]]
     text = ys.markdown(table, 3, 1.0)
     assert "CLIP-ReID" in text and "prompt" in text and run.command[0] == "vireid"
+    # a rerun in the same folder starts clean: one run's records, not two runs' mixed
+    again = ys.execute(ys.Run(row, 0, run.command, tmp_path / "run"))
+    assert again.result["metrics"] == run.result["metrics"]
+    records = read_metrics(next((tmp_path / "run").glob("*/metrics.jsonl")))
+    starts = [r["stage"] for r in records if r["kind"] == "stage" and r["event"] == "start"]
+    assert starts == ["prompt", "image"]
 
 
 def test_a_failed_run_is_reported_not_hidden(tmp_path):
