@@ -37,8 +37,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vireid.engine.logger import stage_losses
-
 ROOT = Path(__file__).resolve().parents[1]
 LEAVES = Path("benchmarks") / "yardstick"
 """Config leaves, one per (method, layout), relative to the repository root."""
@@ -196,6 +194,8 @@ def command_of(row: Row, seed: int, root: Path, run_dir: Path, extra: list[str])
 
 def execute(run: Run) -> Run:
     """Runs one ``vireid train`` on one thread; reads its summary and loss history."""
+    from vireid.engine.logger import stage_losses
+
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     exe = str(Path(sys.executable).with_name("vireid"))
     # the yardstick owns its run folders: a rerun starts clean (vireid train appends to the
